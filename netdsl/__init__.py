@@ -1,0 +1,27 @@
+"""netdsl: a declarative network-description compiler.
+
+    >>> import netdsl
+    >>> net = netdsl.parse("input 1x28x28\\nconv5x5(6) -> relu -> maxpool -> fc(10)")
+    >>> net.output_shape, net.params
+    ((10,), 11926)
+
+Public API (guarded by tests/test_api.py): `parse`, `load`, `load_all`, `NetError`, `ShapedNet`.
+"""
+
+from netdsl.api import load, load_all, parse
+from netdsl.shapes import Node, ShapedNet
+from netdsl.source import Diagnostic, NetError, Span
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Diagnostic",
+    "NetError",
+    "Node",
+    "ShapedNet",
+    "Span",
+    "__version__",
+    "load",
+    "load_all",
+    "parse",
+]

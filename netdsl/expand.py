@@ -1,0 +1,417 @@
+"""Surface IR -> expanded graph: evaluate arguments, inline definitions, unroll repetitions.
+
+Third stop of the pipeline. The expander walks a net's chain once, threading the index of the
+current layer through it, and appends frozen `Layer`s to a list. Mistakes are collected rather
+than raised one at a time, so a file with three typos reports three errors. A layer budget is
+checked before and during unrolling, so `[conv3x3]*1000000000` is refused at once, in bounded
+memory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from netdsl import ops
+from netdsl import syntax as ast
+from netdsl.graph import Frame, Graph, Layer
+from netdsl.source import Diagnostics, NetError, Span
+
+MAX_LAYERS = 100_000
+MAX_DIM = 2**31 - 1
+Env = Mapping[str, Any]
+
+
+def did_you_mean(name: str, candidates: list[str]) -> list[str]:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    return [f"did you mean {' or '.join(repr(c) for c in close)}?"] if close else []
+
+
+# ---- expressions -----------------------------------------------------------------------------
+
+
+def evaluate(expr: ast.Expr, env: Env) -> Any:
+    """The value of an argument expression; integer `/` floors, as `c/16` in the papers."""
+    match expr:
+        case ast.Int(value) | ast.Float(value):
+            return value
+        case ast.String(value):
+            return value
+        case ast.Var(name):
+            if name in env:
+                return env[name]
+            if name in ("true", "false"):
+                return name == "true"
+            if name in ("same", "valid"):
+                return ops.Symbol(name)
+            raise NetError(f"unknown name '{name}'", expr.span, did_you_mean(name, list(env)))
+        case ast.Neg(operand):
+            value = evaluate(operand, env)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise NetError(f"cannot negate {ops.show(value)}", expr.span)
+            return -value
+        case ast.BinOp(op, left, right):
+            return _binop(op, evaluate(left, env), evaluate(right, env), expr.span)
+        case ast.Tuple(items):
+            return tuple(evaluate(item, env) for item in items)
+        case ast.List(items):
+            return [evaluate(item, env) for item in items]
+    raise AssertionError(expr)
+
+
+def _binop(op: str, a: Any, b: Any, span: Span) -> Any:
+    numeric = (int, float)
+    if isinstance(a, bool) or isinstance(b, bool) or not (
+        isinstance(a, numeric) and isinstance(b, numeric)
+    ):
+        raise NetError(f"cannot compute {ops.show(a)} {op} {ops.show(b)}", span)
+    if op in "/%" and b == 0:
+        raise NetError(f"division by zero in {ops.show(a)} {op} {ops.show(b)}", span)
+    integers = isinstance(a, int) and isinstance(b, int)
+    result: Any
+    if op == "+":
+        result = a + b
+    elif op == "-":
+        result = a - b
+    elif op == "*":
+        result = a * b
+    elif op == "/":
+        result = a // b if integers else a / b
+    else:
+        result = a % b
+    if integers and abs(result) > 2**62:
+        raise NetError(f"{ops.show(a)} {op} {ops.show(b)} is too large", span)
+    return result
+
+
+# ---- the expander ----------------------------------------------------------------------------
+
+
+class _Scope:
+    """A name prefix and the counters that number the layers inside it (conv1, conv2, ...)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.counts: Counter[str] = Counter()
+
+    def name(self, kind: str) -> str:
+        self.counts[kind] += 1
+        return f"{self.prefix}{kind}{self.counts[kind]}"
+
+    def child(self, kind: str) -> _Scope:
+        return _Scope(self.name(kind) + ".")
+
+
+class _Expander:
+    def __init__(
+        self,
+        defs: Mapping[str, ast.Def],
+        defaults: Mapping[tuple[str, str], tuple[Any, Span]],
+        diagnostics: Diagnostics,
+    ) -> None:
+        self.defs = defs
+        self.defaults = defaults
+        self.diagnostics = diagnostics
+        self.layers: list[Layer] = []
+        self.implicit: Counter[str] = Counter()
+        self.calls: list[str] = []  # definitions being expanded, to refuse recursion
+        self.keys = itertools.count(1)
+
+    def emit(self, name: str, op: str, attrs: dict[str, Any], inputs: tuple[int, ...],
+             span: Span, trace: tuple[Frame, ...]) -> int:  # fmt: skip
+        if len(self.layers) >= MAX_LAYERS:
+            raise NetError(f"the net expands to more than {MAX_LAYERS:,} layers", span)
+        self.layers.append(Layer(name, op, attrs, inputs, span, trace))
+        return len(self.layers) - 1
+
+    def chain(self, node: ast.Chain, x: int, env: Env, scope: _Scope,
+              trace: tuple[Frame, ...]) -> int:  # fmt: skip
+        match node:
+            case ast.Call():
+                return self.call(node, x, env, scope, trace)
+            case ast.Seq(items):
+                for item in items:
+                    x = self.chain(item, x, env, scope, trace)
+                return x
+            case ast.Group(body):
+                return self.chain(body, x, env, scope, trace)
+            case ast.Repeat():
+                return self.repeat(node, x, env, scope, trace)
+            case ast.Comprehension():
+                return self.comprehension(node, x, env, scope, trace)
+            case ast.Res(body, shortcut):
+                out = self.chain(body, x, env, scope, trace)
+                if shortcut is not None:
+                    short = self.chain(shortcut, x, env, scope.child("shortcut"), trace)
+                else:
+                    short = x
+                attrs = {"auto": shortcut is None}
+                return self.emit(scope.name("add"), "add", attrs, (out, short), node.span, trace)
+            case ast.Branch(arms, summed):
+                inner = scope.child("branch")
+                outs = tuple(self.chain(arm, x, env, inner.child("b"), trace) for arm in arms)
+                op = "add" if summed else "concat"
+                attrs = {"auto": False} if summed else {}
+                return self.emit(inner.prefix + op, op, attrs, outs, node.span, trace)
+            case ast.Dense(body):
+                out = self.chain(body, x, env, scope, trace)
+                return self.emit(scope.name("concat"), "concat", {}, (x, out), node.span, trace)
+            case ast.Scale(body):
+                gate = self.chain(body, x, env, scope, trace)
+                return self.emit(scope.name("scale"), "mul", {}, (x, gate), node.span, trace)
+        raise AssertionError(node)
+
+    def count(self, node: ast.Repeat, env: Env) -> int:
+        value = evaluate(node.count, env)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise NetError(
+                f"a repetition count must be a whole number >= 0, got {ops.show(value)}",
+                node.count.span,
+            )
+        if value > MAX_LAYERS:
+            raise NetError(
+                f"repetition count {value:,} exceeds the limit of {MAX_LAYERS:,} layers per net",
+                node.count.span,
+            )
+        return value
+
+    def repeat(self, node: ast.Repeat, x: int, env: Env, scope: _Scope,
+               trace: tuple[Frame, ...]) -> int:  # fmt: skip
+        try:
+            n = self.count(node, env)
+        except NetError as error:
+            self.diagnostics.extend(error)
+            return x
+        key = next(self.keys)
+        for i in range(n):
+            frame = Frame(f"repetition {i + 1} of {n}", node.span, key, i + 1, n)
+            inner = scope.child("block") if isinstance(node.body, ast.Group) else scope
+            x = self.chain(node.body, x, env, inner, (*trace, frame))
+        return x
+
+    def comprehension(self, node: ast.Comprehension, x: int, env: Env, scope: _Scope,
+                      trace: tuple[Frame, ...]) -> int:  # fmt: skip
+        try:
+            values = evaluate(node.values, env)
+            bindings = [self.bind_targets(node, value) for value in values]
+        except NetError as error:
+            self.diagnostics.extend(error)
+            return x
+        key = next(self.keys)
+        for i, binding in enumerate(bindings):
+            text = ", ".join(f"{k}={ops.show(v)}" for k, v in binding.items())
+            frame = Frame(f"{text} (item {i + 1} of {len(bindings)})", node.span, key, i + 1,
+                          len(bindings))  # fmt: skip
+            x = self.chain(node.body, x, {**env, **binding}, scope.child("stage"), (*trace, frame))
+        return x
+
+    @staticmethod
+    def bind_targets(node: ast.Comprehension, value: Any) -> dict[str, Any]:
+        if len(node.targets) == 1:
+            return {node.targets[0]: value}
+        if not isinstance(value, tuple) or len(value) != len(node.targets):
+            raise NetError(
+                f"cannot unpack {ops.show(value)} into ({', '.join(node.targets)})",
+                node.values.span,
+            )
+        return dict(zip(node.targets, value, strict=True))
+
+    # ---- calls
+    def call(self, node: ast.Call, x: int, env: Env, scope: _Scope,
+             trace: tuple[Frame, ...]) -> int:  # fmt: skip
+        try:
+            if node.name in self.defs:
+                return self.call_def(node, self.defs[node.name], x, env, scope, trace)
+            return self.call_op(node, x, env, scope, trace)
+        except NetError as error:
+            if len(self.layers) >= MAX_LAYERS:
+                raise
+            notes = [*error.diagnostics[0].notes, *trace_notes(trace)]
+            self.diagnostics.error(error.message, error.span, notes)
+            self.diagnostics.items.extend(error.diagnostics[1:])
+            return x
+
+    def call_def(self, node: ast.Call, definition: ast.Def, x: int, env: Env, scope: _Scope,
+                 trace: tuple[Frame, ...]) -> int:  # fmt: skip
+        if definition.name in self.calls:
+            raise NetError(f"'{definition.name}' uses itself; definitions cannot recurse",
+                           node.name_span)  # fmt: skip
+        params = {p.name: p for p in definition.params}
+        given: dict[str, Any] = {}
+        args = list(node.args)
+        if node.stride is not None:
+            if "s" not in params:
+                raise NetError(f"'{definition.name}' has no parameter s for the /stride",
+                               node.stride.span)  # fmt: skip
+            args.append(ast.Arg("s", node.stride, node.stride.span))
+        for i, arg in enumerate(args):
+            if arg.name is None:
+                if i >= len(definition.params):
+                    raise NetError(f"'{definition.name}' takes {len(definition.params)} "
+                                   f"arguments, got {len(args)}", arg.span)  # fmt: skip
+                name = definition.params[i].name
+            elif arg.name not in params:
+                raise NetError(f"'{definition.name}' has no parameter '{arg.name}'", arg.span,
+                               did_you_mean(arg.name, list(params)))  # fmt: skip
+            else:
+                name = arg.name
+            if name in given:
+                raise NetError(f"parameter '{name}' given twice", arg.span)
+            given[name] = evaluate(arg.value, env)
+        local: dict[str, Any] = {}
+        for p in definition.params:
+            if p.name in given:
+                local[p.name] = given[p.name]
+            elif p.default is not None:
+                local[p.name] = evaluate(p.default, local)
+            else:
+                raise NetError(f"'{definition.name}' needs a value for '{p.name}'", node.span,
+                               [f"'{definition.name}' is defined at {definition.span.where}"])  # fmt: skip
+        shown = ", ".join(ops.show(v) for v in local.values())
+        frame = Frame(f"in {definition.name}({shown})", node.span)
+        self.calls.append(definition.name)
+        try:
+            inner = scope.child(definition.name)
+            return self.chain(definition.body, x, local, inner, (*trace, frame))
+        finally:
+            self.calls.pop()
+
+    def call_op(self, node: ast.Call, x: int, env: Env, scope: _Scope,
+                trace: tuple[Frame, ...]) -> int:  # fmt: skip
+        if node.name in ops.REFUSED:
+            raise NetError(f"'{node.name}': {ops.REFUSED[node.name]}", node.name_span)
+        resolved = ops.resolve(node.name)
+        if resolved is None:
+            names = [*ops.known_names(), *self.defs]
+            raise NetError(f"unknown layer '{node.name}'", node.name_span,
+                           did_you_mean(node.name, names))  # fmt: skip
+        op, kernel = resolved
+        attrs = self.bind(op, node, kernel, env)
+        if op.name == "sepconv":
+            name = scope.name("sepconv")
+            dw = {**attrs, "m": 1, "bias": False}
+            del dw["c"]
+            dw_out = self.emit(f"{name}.dw", "dwconv", dw, (x,), node.span, trace)
+            pw = {"c": attrs["c"], "k": (1, 1), "s": (1, 1), "p": "valid", "d": (1, 1),
+                  "groups": 1, "bias": attrs["bias"]}  # fmt: skip
+            return self.emit(f"{name}.pw", "conv", pw, (dw_out,), node.span, trace)
+        return self.emit(scope.name(op.name), op.name, attrs, (x,), node.span, trace)
+
+    def bind(self, op: ops.Op, node: ast.Call, kernel: tuple[int, int] | None,
+             env: Env) -> dict[str, Any]:  # fmt: skip
+        """Match a call's arguments to the op's parameters; check and normalise each value."""
+        raw: dict[str, tuple[Any, Span]] = {}
+        if kernel is not None:
+            raw["k"] = (kernel, node.name_span)
+        if node.stride is not None:
+            if op.param("s") is None:
+                raise NetError(f"'{node.name}' takes no stride", node.stride.span)
+            raw["s"] = (evaluate(node.stride, env), node.stride.span)
+        positional = [p for p in op.params if p.name not in raw]
+        for i, arg in enumerate(node.args):
+            if arg.name is None:
+                if i >= len(positional):
+                    raise NetError(f"'{node.name}' takes at most {len(positional)} positional "
+                                   f"arguments", arg.span)  # fmt: skip
+                name = positional[i].name
+            elif op.param(arg.name) is None:
+                params = [p.name for p in op.params]
+                raise NetError(f"'{node.name}' has no parameter '{arg.name}'", arg.span,
+                               [f"{op.name} takes {', '.join(params) or 'no arguments'}",
+                                *did_you_mean(arg.name, params)])  # fmt: skip
+            else:
+                name = arg.name
+            if name in raw:
+                why = " (the name already says it)" if name == "k" and kernel else ""
+                raise NetError(f"'{name}' given twice{why}", arg.span)
+            raw[name] = (evaluate(arg.value, env), arg.span)
+        attrs: dict[str, Any] = {}
+        for p in op.params:
+            if p.name in raw:
+                value, span = raw[p.name]
+            elif (op.name, p.name) in self.defaults:
+                value, span = self.defaults[(op.name, p.name)]
+            elif p.default is not ops.REQUIRED:
+                attrs[p.name] = p.default if p.default is None else p.check(p.default)
+                continue
+            elif p.implicit is not ops.REQUIRED:
+                self.implicit[f"{op.name}.{p.name}={p.implicit}"] += 1
+                attrs[p.name] = p.check(p.implicit)
+                continue
+            else:
+                raise NetError(f"'{node.name}' needs a value for '{p.name}'", node.span)
+            try:
+                attrs[p.name] = p.check(value)
+            except ops.ArgError as error:
+                raise NetError(f"{op.name} {p.name}: {error}", span) from None
+        if "s" in attrs and attrs["s"] is None:  # pooling and deconv stride defaults to kernel
+            attrs["s"] = attrs["k"]
+        return attrs
+
+
+def trace_notes(trace: tuple[Frame, ...]) -> list[str]:
+    """Innermost first: where a layer was reached from, for error notes."""
+    return [f"{frame.text}, at {frame.span.where}" for frame in reversed(trace)]
+
+
+# ---- nets ------------------------------------------------------------------------------------
+
+
+def expand_net(net: ast.Net, defs: Mapping[str, ast.Def],
+               overrides: Mapping[str, Any] | None = None) -> Graph:  # fmt: skip
+    """Expand one net into a graph, or raise `NetError` with every mistake found."""
+    diagnostics = Diagnostics()
+    overrides = dict(overrides or {})
+    env: dict[str, Any] = {}
+    for p in net.params:
+        if p.name in overrides:
+            env[p.name] = overrides.pop(p.name)
+        elif p.default is not None:
+            env[p.name] = evaluate(p.default, env)
+        else:
+            diagnostics.error(f"net parameter '{p.name}' has no default and was not given",
+                              p.span)  # fmt: skip
+    for name in overrides:
+        known = [p.name for p in net.params]
+        diagnostics.error(f"net '{net.name or '<anonymous>'}' has no parameter '{name}'",
+                          net.span, did_you_mean(name, known))  # fmt: skip
+    defaults = _defaults(net.body.defaults, env, diagnostics)
+    dims = net.body.input.dims
+    span = net.body.input.span
+    if len(dims) not in (1, 3):
+        diagnostics.error(f"input takes C or CxHxW, got {len(dims)} dimensions", span)
+    for d in dims:
+        if not 1 <= d <= MAX_DIM:
+            diagnostics.error(f"input dimension {d} is out of range (1 to {MAX_DIM:,})", span)
+    diagnostics.raise_if_any()
+    expander = _Expander(defs, defaults, diagnostics)
+    expander.emit("input", "input", {}, (), span, ())
+    output = expander.chain(net.body.chain, 0, env, _Scope(), ())
+    diagnostics.raise_if_any()
+    used = tuple(f"{k} ({n} layer{'s' if n > 1 else ''})" for k, n in expander.implicit.items())
+    return Graph(net.name or "net", dims, tuple(expander.layers), output, used, net.span)
+
+
+def _defaults(statements: tuple[ast.Default, ...], env: Env,
+              diagnostics: Diagnostics) -> dict[tuple[str, str], tuple[Any, Span]]:  # fmt: skip
+    table: dict[tuple[str, str], tuple[Any, Span]] = {}
+    for d in statements:
+        resolved = ops.resolve(d.op)
+        if resolved is None:
+            diagnostics.error(f"defaults: unknown layer '{d.op}'", d.span,
+                              did_you_mean(d.op, ops.known_names()))  # fmt: skip
+            continue
+        op = resolved[0]
+        if op.param(d.arg) is None:
+            names = [p.name for p in op.params]
+            diagnostics.error(f"defaults: {op.name} has no parameter '{d.arg}'", d.span,
+                              did_you_mean(d.arg, names))  # fmt: skip
+            continue
+        try:
+            table[(op.name, d.arg)] = (evaluate(d.value, env), d.value.span)
+        except NetError as error:
+            diagnostics.extend(error)
+    return table

@@ -1,0 +1,273 @@
+"""The layer vocabulary: every op's parameters, their defaults and how their values are checked.
+
+Used by `expand.py` to turn a call like `conv3x3/2(64, bias=false)` into a layer with normalised
+attributes (`k=(3, 3)`, `s=(2, 2)`, `p="same"`, ...). Shape rules (`shapes.py`) and emitters
+(`netdsl.backends.onnx`) are keyed by the same op names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Value = Any  # int | float | bool | str | tuple[Value, ...]
+
+
+class ArgError(Exception):
+    """A value that does not fit a parameter; expand.py adds the location."""
+
+
+class Symbol(str):
+    """A bare word that is not a bound name: `same`, `valid`."""
+
+
+def _int(value: Value, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgError(f"expected an integer, got {show(value)}")
+    if value < lo:
+        raise ArgError(f"expected an integer >= {lo}, got {value}")
+    return value
+
+
+def positive(value: Value) -> int:
+    return _int(value, 1)
+
+
+def non_negative(value: Value) -> int:
+    return _int(value, 0)
+
+
+def pair(value: Value) -> tuple[int, int]:
+    """A size per spatial axis: `3` or `(3, 5)` (height, width)."""
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise ArgError(f"expected one integer or (height, width), got {show(value)}")
+        return positive(value[0]), positive(value[1])
+    v = positive(value)
+    return v, v
+
+
+def pair0(value: Value) -> tuple[int, int]:
+    if isinstance(value, tuple) and len(value) == 2:
+        return non_negative(value[0]), non_negative(value[1])
+    v = non_negative(value)
+    return v, v
+
+
+def padding(value: Value) -> str | tuple[int, int, int, int]:
+    """`same`, `valid`, `p`, `(ph, pw)` or `(top, left, bottom, right)` (ONNX pads order)."""
+    if isinstance(value, str):
+        if value in ("same", "valid"):
+            return str(value)
+        raise ArgError(f"padding must be same, valid or an integer, got {show(value)}")
+    if isinstance(value, tuple):
+        if len(value) == 2:
+            h, w = (non_negative(v) for v in value)
+            return h, w, h, w
+        if len(value) == 4:
+            t, left, b, r = (non_negative(v) for v in value)
+            return t, left, b, r
+        raise ArgError(
+            f"padding takes 1, 2 (height, width) or 4 (top, left, bottom, right) integers, "
+            f"got {len(value)}"
+        )
+    p = non_negative(value)
+    return p, p, p, p
+
+
+def boolean(value: Value) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ArgError(f"expected true or false, got {show(value)}")
+
+
+def number(value: Value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgError(f"expected a number, got {show(value)}")
+    return float(value)
+
+
+def probability(value: Value) -> float:
+    p = number(value)
+    if not 0.0 <= p < 1.0:
+        raise ArgError(f"expected a probability in [0, 1), got {show(value)}")
+    return p
+
+
+def positive_number(value: Value) -> float:
+    v = number(value)
+    if v <= 0:
+        raise ArgError(f"expected a number > 0, got {show(value)}")
+    return v
+
+
+def show(value: Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(show(v) for v in value) + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if isinstance(value, Symbol):
+        return str(value)
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+REQUIRED: Any = object()
+AUTO: Any = None  # decided by the shape pass (conv bias: off when a bn follows)
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    check: Callable[[Value], Any]
+    default: Any = REQUIRED
+    implicit: Any = REQUIRED  # a documented fallback that `check` reports when used
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    name: str
+    params: tuple[Param, ...]
+    doc: str
+    kernel: bool = False  # accepts `name3x3` and `/stride` shorthands
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+_CONV = (
+    Param("k", pair, 3),
+    Param("s", pair, 1),
+    Param("p", padding, "same"),
+    Param("d", pair, 1),
+)
+_POOL = (Param("k", pair, 2), Param("s", pair, None), Param("p", padding, "valid"))
+
+
+def _op(name: str, doc: str, *params: Param, kernel: bool = False) -> Op:
+    return Op(name, tuple(params), doc, kernel)
+
+
+OPS: dict[str, Op] = {
+    op.name: op
+    for op in (
+        _op(
+            "conv",
+            "convolution",
+            Param("c", positive, implicit=64),
+            *_CONV,
+            Param("groups", positive, 1),
+            Param("bias", boolean, AUTO),
+            kernel=True,
+        ),
+        _op(
+            "dwconv",
+            "depthwise convolution (one filter per input channel, times m)",
+            *_CONV,
+            Param("m", positive, 1),
+            Param("bias", boolean, AUTO),
+            kernel=True,
+        ),
+        _op(
+            "sepconv",
+            "separable convolution: depthwise k x k, then pointwise 1x1 to c channels",
+            Param("c", positive, implicit=64),
+            *_CONV,
+            Param("bias", boolean, AUTO),
+            kernel=True,
+        ),
+        _op(
+            "deconv",
+            "transposed convolution",
+            Param("c", positive, implicit=64),
+            Param("k", pair, 2),
+            Param("s", pair, None),
+            Param("p", padding, "valid"),
+            Param("output_padding", pair0, 0),
+            Param("d", pair, 1),
+            Param("groups", positive, 1),
+            Param("bias", boolean, AUTO),
+            kernel=True,
+        ),
+        _op("maxpool", "max pooling", *_POOL, Param("ceil", boolean, False), kernel=True),
+        _op(
+            "avgpool",
+            "average pooling (padding is not counted in the average)",
+            *_POOL,
+            Param("ceil", boolean, False),
+            kernel=True,
+        ),
+        _op("gap", "global average pooling"),
+        _op("gmp", "global max pooling"),
+        _op(
+            "fc",
+            "fully connected (flattens a spatial input)",
+            Param("n", positive, implicit=10),
+            Param("bias", boolean, True),
+        ),
+        _op("flatten", "flatten to a vector"),
+        _op("relu", "rectified linear unit"),
+        _op("leakyrelu", "leaky ReLU", Param("alpha", number, 0.01)),
+        _op("sigmoid", "logistic sigmoid"),
+        _op("tanh", "hyperbolic tangent"),
+        _op("softmax", "softmax over channels"),
+        _op("identity", "passes its input through"),
+        _op(
+            "bn",
+            "batch normalisation",
+            Param("eps", positive_number, 1e-5),
+            Param("momentum", probability, 0.1),
+        ),
+        _op("dropout", "dropout (training only)", Param("p", probability, 0.5)),
+        _op(
+            "lrn",
+            "local response normalisation across channels (AlexNet's k=2 by default)",
+            Param("size", positive, 5),
+            Param("alpha", number, 1e-4),
+            Param("beta", number, 0.75),
+            Param("k", number, 2.0),
+        ),
+    )
+}
+
+ALIASES = {
+    "pool": "maxpool",
+    "linear": "fc",
+    "batchnorm": "bn",
+    "upconv": "deconv",
+    "convt": "deconv",
+    "gavgpool": "gap",
+    "gmaxpool": "gmp",
+}
+
+REFUSED = {
+    name: "locally connected layers (unshared weights) are not supported; "
+    "use conv for shared weights"
+    for name in ("local", "locallyconnected", "locally_connected", "lc", "conv_local")
+}
+
+_SHORTHAND = re.compile(r"^([a-z]+?)(\d+)(?:x(\d+))?$")
+
+
+def resolve(name: str) -> tuple[Op, tuple[int, int] | None] | None:
+    """`conv3x3` -> (conv, (3, 3)); `pool` -> (maxpool, None); unknown -> None."""
+    if name in OPS:
+        return OPS[name], None
+    if name in ALIASES:
+        return OPS[ALIASES[name]], None
+    match = _SHORTHAND.match(name)
+    if match:
+        base, kh, kw = match.group(1), int(match.group(2)), match.group(3)
+        op = OPS.get(ALIASES.get(base, base))
+        if op is not None and op.kernel:
+            return op, (kh, int(kw) if kw is not None else kh)
+    return None
+
+
+def known_names() -> list[str]:
+    return [*OPS, *ALIASES]

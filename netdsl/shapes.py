@@ -1,0 +1,250 @@
+"""Expanded graph -> shaped net: every layer with its output shape, weights, cost and receptive
+field.
+
+Fourth stop of the pipeline, and the last one before a backend. Walks the graph in order (it is
+topological by construction), applies the rule of each op from `rules.RULES`, inserts the
+projection shortcut of a residual block whose shapes differ, and collects every shape error:
+after a failure only the layers that depend on it are skipped, so independent mistakes in other
+branches are still reported. Backends take a `ShapedNet` and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from netdsl.expand import trace_notes
+from netdsl.graph import Frame, Graph, Layer
+from netdsl.rules import RULES, Ctx, Out, Shape, ShapeError, Weight, Window, dims
+from netdsl.source import Diagnostic, Diagnostics, NetError, Span
+
+MAX_ELEMENTS = 2**31 - 1
+
+RF = tuple[Fraction, Fraction, Fraction, Fraction]  # size h, size w, jump h, jump w
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A layer with everything a backend or a summary needs."""
+
+    name: str
+    op: str
+    attrs: Mapping[str, Any]
+    inputs: tuple[int, ...]
+    shape: Shape
+    weights: tuple[Weight, ...]
+    macs: int
+    rf: RF
+    span: Span
+    trace: tuple[Frame, ...] = ()
+    note: str = ""
+
+    @property
+    def params(self) -> int:
+        return sum(w.size for w in self.weights if w.trainable)
+
+    @property
+    def rf_size(self) -> tuple[int, int]:
+        return math.ceil(self.rf[0]), math.ceil(self.rf[1])
+
+    @property
+    def rf_stride(self) -> tuple[float, float]:
+        return float(self.rf[2]), float(self.rf[3])
+
+
+@dataclass(frozen=True, slots=True)
+class ShapedNet:
+    name: str
+    input_shape: Shape
+    nodes: tuple[Node, ...]
+    output: int
+    defaults_used: tuple[str, ...]
+    warnings: tuple[Diagnostic, ...]
+    merged_paths: bool  # the receptive field took a maximum over several paths
+    span: Span
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.nodes[self.output].shape
+
+    @property
+    def params(self) -> int:
+        return sum(n.params for n in self.nodes)
+
+    @property
+    def buffers(self) -> int:
+        return sum(w.size for n in self.nodes for w in n.weights if not w.trainable)
+
+    @property
+    def macs(self) -> int:
+        return sum(n.macs for n in self.nodes)
+
+    @property
+    def activations(self) -> int:
+        """Elements of all layer outputs for one image (what a training pass keeps)."""
+        return sum(math.prod(n.shape) for n in self.nodes)
+
+
+def written(layer: Layer) -> str:
+    """The layer as the user wrote it (`maxpool3x3/2`), for messages."""
+    span = layer.span
+    if layer.op in ("add", "concat", "mul"):
+        return {"add": "residual add", "concat": "concat", "mul": "scale"}[layer.op]
+    text = span.source.line(span.line)[span.column - 1 :]
+    if span.end_line == span.line:
+        text = text[: span.end_column - span.column]
+    head = text.split("(")[0].strip()
+    return head if head.replace("/", "").replace("_", "").isalnum() else layer.op
+
+
+def infer_shapes(graph: Graph) -> ShapedNet:
+    """Shape every layer of `graph`, or raise `NetError` with every independent shape error."""
+    return _Pass(graph).run()
+
+
+class _Pass:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.nodes: list[Node] = []
+        self.index: dict[int, int | None] = {}  # graph layer -> node, None where it failed
+        self.diagnostics = Diagnostics()
+        self.warnings: list[Diagnostic] = []
+        self.merged = False
+        consumers: dict[int, list[int]] = {}
+        for i, layer in enumerate(graph.layers):
+            for j in layer.inputs:
+                consumers.setdefault(j, []).append(i)
+        self.feeds_bn = {
+            i for i, users in consumers.items()
+            if len(users) == 1 and graph.layers[users[0]].op == "bn"
+        }  # fmt: skip
+
+    def run(self) -> ShapedNet:
+        g = self.graph
+        one = Fraction(1)
+        first = g.layers[0]
+        self.nodes.append(Node("input", "input", {}, (), g.input_shape, (), 0,
+                               (one, one, one, one), first.span))  # fmt: skip
+        self.index[0] = 0
+        for i, layer in enumerate(g.layers[1:], start=1):
+            self.index[i] = self.shape(i, layer)
+        self.diagnostics.raise_if_any()
+        out = self.index[g.output]
+        assert out is not None
+        return ShapedNet(g.name, g.input_shape, tuple(self.nodes), out, g.defaults_used,
+                         tuple(self.warnings), self.merged, g.span)  # fmt: skip
+
+    def shape(self, i: int, layer: Layer) -> int | None:
+        inputs = [self.index[j] for j in layer.inputs]
+        if any(j is None for j in inputs):
+            return None  # an earlier layer failed; its error is already reported
+        ins = [j for j in inputs if j is not None]
+        if layer.op == "add" and layer.attrs.get("auto"):
+            ins[1] = self.project(layer, ins[0], ins[1])
+        ctx = Ctx(written(layer), layer.attrs, tuple(self.nodes[j].shape for j in ins),
+                  i not in self.feeds_bn)  # fmt: skip
+        try:
+            out = RULES[layer.op](ctx)
+            self.check_size(out)
+        except ShapeError as error:
+            history = self.history(layer, i)
+            trace = trace_notes(layer.trace)[1:] if history else trace_notes(layer.trace)
+            notes = [*error.notes, *history, *trace]
+            self.diagnostics.error(error.message, layer.span, notes)
+            return None
+        for text in out.warnings:
+            self.warnings.append(Diagnostic(f"{ctx.written}: stride {text}", layer.span,
+                                            tuple(trace_notes(layer.trace)[:1]), "warning"))  # fmt: skip
+        return self.append(layer, tuple(ins), out)
+
+    def append(self, layer: Layer, ins: tuple[int, ...], out: Out, name: str = "") -> int:
+        rf = self.receptive_field(ins, out.window)
+        self.nodes.append(Node(name or layer.name, layer.op if not name else out.attrs["op"],
+                               {k: v for k, v in out.attrs.items() if k != "op"}, ins,
+                               out.shape, out.weights, out.macs, rf, layer.span, layer.trace,
+                               out.note))  # fmt: skip
+        return len(self.nodes) - 1
+
+    def project(self, add: Layer, body: int, shortcut: int) -> int:
+        """The projection shortcut of He et al.: a strided 1x1 conv and a batch norm."""
+        want, have = self.nodes[body].shape, self.nodes[shortcut].shape
+        if want == have or len(want) != 3 or len(have) != 3:
+            return shortcut
+        sh, sw = (-(-have[1] // want[1]), -(-have[2] // want[2])) if want[1] and want[2] else (1, 1)
+        if -(-have[1] // sh) != want[1] or -(-have[2] // sw) != want[2]:
+            return shortcut  # no stride fits; the add reports the mismatch
+        prefix, _, local = add.name.rpartition(".")
+        base = f"{prefix}.shortcut{local[3:]}" if prefix else f"shortcut{local[3:]}"
+        attrs = {"c": want[0], "k": (1, 1), "s": (sh, sw), "p": "valid", "d": (1, 1),
+                 "groups": 1, "bias": False}  # fmt: skip
+        conv = RULES["conv"](Ctx("projection shortcut", attrs, (have,), False))
+        note = f"projection shortcut {dims(have)} -> {dims(want)}"
+        j = self.append(add, (shortcut,), _with_op(conv, "conv", note), f"{base}.conv")
+        norm = RULES["bn"](Ctx("bn", {"eps": 1e-5, "momentum": 0.1}, (want,)))
+        return self.append(add, (j,), _with_op(norm, "bn", ""), f"{base}.bn")
+
+    def receptive_field(self, ins: tuple[int, ...], window: Window | None) -> RF:
+        rfs = [self.nodes[j].rf for j in ins]
+        if len({rf[:2] for rf in rfs}) > 1:
+            self.merged = True
+        rh, rw = max(r[0] for r in rfs), max(r[1] for r in rfs)
+        jh, jw = max(r[2] for r in rfs), max(r[3] for r in rfs)
+        if window is None:
+            return rh, rw, jh, jw
+        if window.kind == "global":
+            h, w = self.nodes[ins[0]].shape[1:3]
+            return rh + (h - 1) * jh, rw + (w - 1) * jw, jh * h, jw * w
+        (kh, kw), (sh, sw) = window.kernel, window.stride
+        if window.kind == "up":
+            jh, jw = jh / sh, jw / sw
+            return rh + (kh - 1) * jh, rw + (kw - 1) * jw, jh, jw
+        return rh + (kh - 1) * jh, rw + (kw - 1) * jw, jh * sh, jw * sw
+
+    @staticmethod
+    def check_size(out: Out) -> None:
+        for w in out.weights:
+            if w.size > MAX_ELEMENTS:
+                raise ShapeError(f"its {w.name} tensor would have {w.size:,} elements "
+                                 f"({dims(w.shape)}), more than the limit of 2^31 - 1")  # fmt: skip
+        if math.prod(out.shape) > MAX_ELEMENTS:
+            raise ShapeError(f"its output {dims(out.shape)} would have {math.prod(out.shape):,} "
+                             f"elements, more than the limit of 2^31 - 1")  # fmt: skip
+
+    def history(self, layer: Layer, position: int) -> list[str]:
+        """For a layer inside a repetition: the input size at the start of each repetition."""
+        frames = [f for f in layer.trace if f.count]
+        if not frames:
+            return []
+        frame = frames[-1]
+        sizes: dict[int, str] = {}
+        for other in self.graph.layers[: position + 1]:
+            mine = next((f for f in other.trace if f.key == frame.key), None)
+            if mine is None or mine.index in sizes:
+                continue
+            node = self.index.get(other.inputs[0]) if other.inputs else None
+            if node is not None:
+                shape = self.nodes[node].shape
+                sizes[mine.index] = dims(shape[1:]) if len(shape) == 3 else dims(shape)
+        if len(sizes) < 2:
+            return []
+        return [f"in {frame.text}; input sizes " + " → ".join(sizes[k] for k in sorted(sizes))]
+
+
+def _with_op(out: Out, op: str, note: str) -> Out:
+    return Out(out.shape, {**out.attrs, "op": op}, out.weights, out.macs, out.window, note)
+
+
+def check_all(graphs: list[Graph]) -> list[ShapedNet]:
+    """Shape several graphs, reporting the errors of all of them together."""
+    diagnostics = Diagnostics()
+    shaped = []
+    for graph in graphs:
+        try:
+            shaped.append(infer_shapes(graph))
+        except NetError as error:
+            diagnostics.extend(error)
+    diagnostics.raise_if_any()
+    return shaped

@@ -1,0 +1,204 @@
+"""The surface IR: what the text says, before anything is evaluated.
+
+Second stop of the pipeline (text -> Lark tree -> *surface IR* -> expanded graph -> shapes).
+`parse.py` builds these frozen nodes from the Lark tree; `expand.py` evaluates them. Class names
+match the grammar rules they come from. Every node keeps the `Span` of its text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netdsl.source import Span
+
+# ---- expressions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Int:
+    value: int
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Float:
+    value: float
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class String:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BinOp:
+    op: str  # one of + - * / %
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Neg:
+    operand: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Tuple:
+    items: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class List:
+    items: tuple[Expr, ...]
+    span: Span
+
+
+Expr = Int | Float | String | Var | BinOp | Neg | Tuple | List
+
+# ---- chains --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    name: str | None  # None for a positional argument
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A layer or a use of a definition: `conv3x3/2(64, bias=false)`."""
+
+    name: str
+    stride: Expr | None
+    args: tuple[Arg, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Seq:
+    items: tuple[Chain, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    body: Chain
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    body: Chain
+    count: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Comprehension:
+    body: Chain
+    targets: tuple[str, ...]
+    values: List
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Res:
+    body: Chain
+    shortcut: Chain | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    arms: tuple[Chain, ...]
+    sum: bool  # `{a | b}+` adds the arms instead of concatenating them
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Dense:
+    body: Chain
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    body: Chain
+    span: Span
+
+
+Chain = Call | Seq | Group | Repeat | Comprehension | Res | Branch | Dense | Scale
+
+# ---- statements ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Default:
+    op: str
+    arg: str
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    dims: tuple[int, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    defaults: tuple[Default, ...]
+    input: Input
+    chain: Chain
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Def:
+    name: str
+    params: tuple[Param, ...]
+    body: Chain
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Net:
+    name: str | None  # None for an anonymous net (a file that is just `input` and a chain)
+    params: tuple[Param, ...]
+    body: Body
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    imports: tuple[Import, ...]
+    defs: tuple[Def, ...]
+    nets: tuple[Net, ...]
+    span: Span

@@ -1,0 +1,65 @@
+"""The zoo: the `.net` files shipped in `netdsl.nets`, and how a name on the command line finds
+a file.
+
+A target is `path`, `path:net`, a zoo net's name (`resnet50`) or a zoo file's stem (`resnet`).
+The zoo is indexed by a line scan (`net NAME`) without parsing, so lookups stay cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from netdsl.source import NetError
+
+_NET = re.compile(r"^net\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    path: Path
+    reference: str
+
+
+def zoo_dir() -> Path:
+    return Path(str(resources.files("netdsl.nets")))
+
+
+@functools.cache
+def entries() -> tuple[Entry, ...]:
+    found = []
+    for path in sorted(zoo_dir().glob("*.net")):
+        text = path.read_text("utf-8")
+        reference = next(
+            (line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")),
+            "",
+        )
+        found.extend(Entry(name, path, reference) for name in _NET.findall(text))
+    return tuple(found)
+
+
+def find(spec: str) -> tuple[Path, str | None]:
+    """Resolve a target to a file and, where one is named, a net in it."""
+    path, _, name = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if name and Path(path).is_file():
+        return Path(path), name
+    if Path(spec).is_file():
+        return Path(spec), None
+    by_name = {e.name: e for e in entries()}
+    if spec in by_name:
+        return by_name[spec].path, spec
+    stem = zoo_dir() / f"{spec}.net"
+    if stem.is_file():
+        return stem, None
+    if name and path in by_name:
+        raise NetError(f"'{path}' is a zoo net, not a file")
+    import difflib
+
+    close = difflib.get_close_matches(spec, list(by_name), n=3, cutoff=0.6)
+    hint = [f"did you mean {' or '.join(repr(c) for c in close)}?"] if close else []
+    raise NetError(f"no file or zoo net named '{spec}'", None,
+                   [*hint, "`netdsl zoo` lists the zoo's nets"])  # fmt: skip
