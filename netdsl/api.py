@@ -29,8 +29,9 @@ def _read(path: Path, span: Any = None) -> Source:
         raise NetError(f"cannot read '{path}': {reason}", span) from None
 
 
-def _definitions(module: ast.Module, source: Source, loading: tuple[Path, ...]
-                 ) -> dict[str, ast.Def]:  # fmt: skip
+def _definitions(
+    module: ast.Module, source: Source, loading: tuple[Path, ...]
+) -> dict[str, ast.Def]:
     """The definitions a module can use: its imports' first, then its own."""
     defs: dict[str, ast.Def] = {}
     diagnostics = Diagnostics()
@@ -51,15 +52,19 @@ def _definitions(module: ast.Module, source: Source, loading: tuple[Path, ...]
             diagnostics.extend(error)
     for d in module.defs:
         if d.name in defs and defs[d.name].span.source is source:
-            diagnostics.error(f"'{d.name}' is defined twice", d.span,
-                              [f"first defined at {defs[d.name].span.where}"])  # fmt: skip
+            diagnostics.error(
+                f"'{d.name}' is defined twice",
+                d.span,
+                [f"first defined at {defs[d.name].span.where}"],
+            )
         defs[d.name] = d
     diagnostics.raise_if_any()
     return defs
 
 
-def _check(source: Source, name: str | None, overrides: Mapping[str, Any] | None,
-           every: bool) -> list[ShapedNet]:  # fmt: skip
+def _check(
+    source: Source, name: str | None, overrides: Mapping[str, Any] | None, every: bool
+) -> list[ShapedNet]:
     try:
         module = parse_module(source)
         origin = Path(source.name).resolve() if Path(source.name).is_file() else Path.cwd()
@@ -71,12 +76,18 @@ def _check(source: Source, name: str | None, overrides: Mapping[str, Any] | None
                 names = ", ".join(n.name or "<anonymous>" for n in module.nets) or "none"
                 raise NetError(f"'{source.name}' has no net named '{name}' (it has: {names})")
         if not nets:
-            raise NetError(f"'{source.name}' defines no net", module.span,
-                           ["a net is `net NAME:` or an `input` line followed by a chain"])  # fmt: skip
+            raise NetError(
+                f"'{source.name}' defines no net",
+                module.span,
+                ["a net is `net NAME:` or an `input` line followed by a chain"],
+            )
         if len(nets) > 1 and not every:
             names = ", ".join(n.name or "<anonymous>" for n in nets)
-            raise NetError(f"'{source.name}' holds {len(nets)} nets: {names}", None,
-                           [f"choose one with {source.name}:NAME"])  # fmt: skip
+            raise NetError(
+                f"'{source.name}' holds {len(nets)} nets: {names}",
+                None,
+                [f"choose one with {source.name}:NAME"],
+            )
         diagnostics = Diagnostics()
         graphs = []
         for net in nets:
@@ -90,21 +101,26 @@ def _check(source: Source, name: str | None, overrides: Mapping[str, Any] | None
         raise NetError(f"'{source.name}' nests too deeply to be read") from None
 
 
-def parse(text: str, filename: str = "<string>", *, name: str | None = None,
-          overrides: Mapping[str, Any] | None = None) -> ShapedNet:  # fmt: skip
+def parse(
+    text: str,
+    filename: str = "<string>",
+    *,
+    name: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ShapedNet:
     """Parse and check one net from text; `name` picks a net from a text that holds several."""
     return _check(Source(filename, text), name, overrides, every=False)[0]
 
 
-def load(target: str | Path, *, name: str | None = None,
-         overrides: Mapping[str, Any] | None = None) -> ShapedNet:  # fmt: skip
+def load(
+    target: str | Path, *, name: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> ShapedNet:
     """Load and check one net: a path, `path:net`, or a zoo net's name (`resnet50`)."""
     path, picked = find(str(target))
     return _check(_read(path), name or picked, overrides, every=False)[0]
 
 
-def load_all(target: str | Path, *, overrides: Mapping[str, Any] | None = None
-             ) -> list[ShapedNet]:  # fmt: skip
+def load_all(target: str | Path, *, overrides: Mapping[str, Any] | None = None) -> list[ShapedNet]:
     """Load and check every net of a file (or the one net a target names)."""
     path, picked = find(str(target))
     return _check(_read(path), picked, overrides, every=True)

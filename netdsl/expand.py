@@ -64,8 +64,10 @@ def evaluate(expr: ast.Expr, env: Env) -> Any:
 
 def _binop(op: str, a: Any, b: Any, span: Span) -> Any:
     numeric = (int, float)
-    if isinstance(a, bool) or isinstance(b, bool) or not (
-        isinstance(a, numeric) and isinstance(b, numeric)
+    if (
+        isinstance(a, bool)
+        or isinstance(b, bool)
+        or not (isinstance(a, numeric) and isinstance(b, numeric))
     ):
         raise NetError(f"cannot compute {ops.show(a)} {op} {ops.show(b)}", span)
     if op in "/%" and b == 0:
@@ -120,15 +122,23 @@ class _Expander:
         self.calls: list[str] = []  # definitions being expanded, to refuse recursion
         self.keys = itertools.count(1)
 
-    def emit(self, name: str, op: str, attrs: dict[str, Any], inputs: tuple[int, ...],
-             span: Span, trace: tuple[Frame, ...]) -> int:  # fmt: skip
+    def emit(
+        self,
+        name: str,
+        op: str,
+        attrs: dict[str, Any],
+        inputs: tuple[int, ...],
+        span: Span,
+        trace: tuple[Frame, ...],
+    ) -> int:
         if len(self.layers) >= MAX_LAYERS:
             raise NetError(f"the net expands to more than {MAX_LAYERS:,} layers", span)
         self.layers.append(Layer(name, op, attrs, inputs, span, trace))
         return len(self.layers) - 1
 
-    def chain(self, node: ast.Chain, x: int, env: Env, scope: _Scope,
-              trace: tuple[Frame, ...]) -> int:  # fmt: skip
+    def chain(
+        self, node: ast.Chain, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
+    ) -> int:
         match node:
             case ast.Call():
                 return self.call(node, x, env, scope, trace)
@@ -178,8 +188,9 @@ class _Expander:
             )
         return value
 
-    def repeat(self, node: ast.Repeat, x: int, env: Env, scope: _Scope,
-               trace: tuple[Frame, ...]) -> int:  # fmt: skip
+    def repeat(
+        self, node: ast.Repeat, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
+    ) -> int:
         try:
             n = self.count(node, env)
         except NetError as error:
@@ -192,8 +203,9 @@ class _Expander:
             x = self.chain(node.body, x, env, inner, (*trace, frame))
         return x
 
-    def comprehension(self, node: ast.Comprehension, x: int, env: Env, scope: _Scope,
-                      trace: tuple[Frame, ...]) -> int:  # fmt: skip
+    def comprehension(
+        self, node: ast.Comprehension, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
+    ) -> int:
         try:
             values = evaluate(node.values, env)
             bindings = [self.bind_targets(node, value) for value in values]
@@ -203,8 +215,9 @@ class _Expander:
         key = next(self.keys)
         for i, binding in enumerate(bindings):
             text = ", ".join(f"{k}={ops.show(v)}" for k, v in binding.items())
-            frame = Frame(f"{text} (item {i + 1} of {len(bindings)})", node.span, key, i + 1,
-                          len(bindings))  # fmt: skip
+            frame = Frame(
+                f"{text} (item {i + 1} of {len(bindings)})", node.span, key, i + 1, len(bindings)
+            )
             x = self.chain(node.body, x, {**env, **binding}, scope.child("stage"), (*trace, frame))
         return x
 
@@ -220,8 +233,9 @@ class _Expander:
         return dict(zip(node.targets, value, strict=True))
 
     # ---- calls
-    def call(self, node: ast.Call, x: int, env: Env, scope: _Scope,
-             trace: tuple[Frame, ...]) -> int:  # fmt: skip
+    def call(
+        self, node: ast.Call, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
+    ) -> int:
         try:
             if node.name in self.defs:
                 return self.call_def(node, self.defs[node.name], x, env, scope, trace)
@@ -234,28 +248,43 @@ class _Expander:
             self.diagnostics.items.extend(error.diagnostics[1:])
             return x
 
-    def call_def(self, node: ast.Call, definition: ast.Def, x: int, env: Env, scope: _Scope,
-                 trace: tuple[Frame, ...]) -> int:  # fmt: skip
+    def call_def(
+        self,
+        node: ast.Call,
+        definition: ast.Def,
+        x: int,
+        env: Env,
+        scope: _Scope,
+        trace: tuple[Frame, ...],
+    ) -> int:
         if definition.name in self.calls:
-            raise NetError(f"'{definition.name}' uses itself; definitions cannot recurse",
-                           node.name_span)  # fmt: skip
+            raise NetError(
+                f"'{definition.name}' uses itself; definitions cannot recurse", node.name_span
+            )
         params = {p.name: p for p in definition.params}
         given: dict[str, Any] = {}
         args = list(node.args)
         if node.stride is not None:
             if "s" not in params:
-                raise NetError(f"'{definition.name}' has no parameter s for the /stride",
-                               node.stride.span)  # fmt: skip
+                raise NetError(
+                    f"'{definition.name}' has no parameter s for the /stride", node.stride.span
+                )
             args.append(ast.Arg("s", node.stride, node.stride.span))
         for i, arg in enumerate(args):
             if arg.name is None:
                 if i >= len(definition.params):
-                    raise NetError(f"'{definition.name}' takes {len(definition.params)} "
-                                   f"arguments, got {len(args)}", arg.span)  # fmt: skip
+                    raise NetError(
+                        f"'{definition.name}' takes {len(definition.params)} "
+                        f"arguments, got {len(args)}",
+                        arg.span,
+                    )
                 name = definition.params[i].name
             elif arg.name not in params:
-                raise NetError(f"'{definition.name}' has no parameter '{arg.name}'", arg.span,
-                               did_you_mean(arg.name, list(params)))  # fmt: skip
+                raise NetError(
+                    f"'{definition.name}' has no parameter '{arg.name}'",
+                    arg.span,
+                    did_you_mean(arg.name, list(params)),
+                )
             else:
                 name = arg.name
             if name in given:
@@ -268,8 +297,11 @@ class _Expander:
             elif p.default is not None:
                 local[p.name] = evaluate(p.default, local)
             else:
-                raise NetError(f"'{definition.name}' needs a value for '{p.name}'", node.span,
-                               [f"'{definition.name}' is defined at {definition.span.where}"])  # fmt: skip
+                raise NetError(
+                    f"'{definition.name}' needs a value for '{p.name}'",
+                    node.span,
+                    [f"'{definition.name}' is defined at {definition.span.where}"],
+                )
         shown = ", ".join(ops.show(v) for v in local.values())
         frame = Frame(f"in {definition.name}({shown})", node.span)
         self.calls.append(definition.name)
@@ -279,15 +311,17 @@ class _Expander:
         finally:
             self.calls.pop()
 
-    def call_op(self, node: ast.Call, x: int, env: Env, scope: _Scope,
-                trace: tuple[Frame, ...]) -> int:  # fmt: skip
+    def call_op(
+        self, node: ast.Call, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
+    ) -> int:
         if node.name in ops.REFUSED:
             raise NetError(f"'{node.name}': {ops.REFUSED[node.name]}", node.name_span)
         resolved = ops.resolve(node.name)
         if resolved is None:
             names = [*ops.known_names(), *self.defs]
-            raise NetError(f"unknown layer '{node.name}'", node.name_span,
-                           did_you_mean(node.name, names))  # fmt: skip
+            raise NetError(
+                f"unknown layer '{node.name}'", node.name_span, did_you_mean(node.name, names)
+            )
         op, kernel = resolved
         attrs = self.bind(op, node, kernel, env)
         if op.name == "sepconv":
@@ -295,13 +329,21 @@ class _Expander:
             dw = {**attrs, "m": 1, "bias": False}
             del dw["c"]
             dw_out = self.emit(f"{name}.dw", "dwconv", dw, (x,), node.span, trace)
-            pw = {"c": attrs["c"], "k": (1, 1), "s": (1, 1), "p": "valid", "d": (1, 1),
-                  "groups": 1, "bias": attrs["bias"]}  # fmt: skip
+            pw = {
+                "c": attrs["c"],
+                "k": (1, 1),
+                "s": (1, 1),
+                "p": "valid",
+                "d": (1, 1),
+                "groups": 1,
+                "bias": attrs["bias"],
+            }
             return self.emit(f"{name}.pw", "conv", pw, (dw_out,), node.span, trace)
         return self.emit(scope.name(op.name), op.name, attrs, (x,), node.span, trace)
 
-    def bind(self, op: ops.Op, node: ast.Call, kernel: tuple[int, int] | None,
-             env: Env) -> dict[str, Any]:  # fmt: skip
+    def bind(
+        self, op: ops.Op, node: ast.Call, kernel: tuple[int, int] | None, env: Env
+    ) -> dict[str, Any]:
         """Match a call's arguments to the op's parameters; check and normalise each value."""
         raw: dict[str, tuple[Any, Span]] = {}
         if kernel is not None:
@@ -314,14 +356,21 @@ class _Expander:
         for i, arg in enumerate(node.args):
             if arg.name is None:
                 if i >= len(positional):
-                    raise NetError(f"'{node.name}' takes at most {len(positional)} positional "
-                                   f"arguments", arg.span)  # fmt: skip
+                    raise NetError(
+                        f"'{node.name}' takes at most {len(positional)} positional arguments",
+                        arg.span,
+                    )
                 name = positional[i].name
             elif op.param(arg.name) is None:
                 params = [p.name for p in op.params]
-                raise NetError(f"'{node.name}' has no parameter '{arg.name}'", arg.span,
-                               [f"{op.name} takes {', '.join(params) or 'no arguments'}",
-                                *did_you_mean(arg.name, params)])  # fmt: skip
+                raise NetError(
+                    f"'{node.name}' has no parameter '{arg.name}'",
+                    arg.span,
+                    [
+                        f"{op.name} takes {', '.join(params) or 'no arguments'}",
+                        *did_you_mean(arg.name, params),
+                    ],
+                )
             else:
                 name = arg.name
             if name in raw:
@@ -360,8 +409,9 @@ def trace_notes(trace: tuple[Frame, ...]) -> list[str]:
 # ---- nets ------------------------------------------------------------------------------------
 
 
-def expand_net(net: ast.Net, defs: Mapping[str, ast.Def],
-               overrides: Mapping[str, Any] | None = None) -> Graph:  # fmt: skip
+def expand_net(
+    net: ast.Net, defs: Mapping[str, ast.Def], overrides: Mapping[str, Any] | None = None
+) -> Graph:
     """Expand one net into a graph, or raise `NetError` with every mistake found."""
     diagnostics = Diagnostics()
     overrides = dict(overrides or {})
@@ -372,12 +422,14 @@ def expand_net(net: ast.Net, defs: Mapping[str, ast.Def],
         elif p.default is not None:
             env[p.name] = evaluate(p.default, env)
         else:
-            diagnostics.error(f"net parameter '{p.name}' has no default and was not given",
-                              p.span)  # fmt: skip
+            diagnostics.error(f"net parameter '{p.name}' has no default and was not given", p.span)
     for name in overrides:
         known = [p.name for p in net.params]
-        diagnostics.error(f"net '{net.name or '<anonymous>'}' has no parameter '{name}'",
-                          net.span, did_you_mean(name, known))  # fmt: skip
+        diagnostics.error(
+            f"net '{net.name or '<anonymous>'}' has no parameter '{name}'",
+            net.span,
+            did_you_mean(name, known),
+        )
     defaults = _defaults(net.body.defaults, env, diagnostics)
     dims = net.body.input.dims
     span = net.body.input.span
@@ -395,20 +447,25 @@ def expand_net(net: ast.Net, defs: Mapping[str, ast.Def],
     return Graph(net.name or "net", dims, tuple(expander.layers), output, used, net.span)
 
 
-def _defaults(statements: tuple[ast.Default, ...], env: Env,
-              diagnostics: Diagnostics) -> dict[tuple[str, str], tuple[Any, Span]]:  # fmt: skip
+def _defaults(
+    statements: tuple[ast.Default, ...], env: Env, diagnostics: Diagnostics
+) -> dict[tuple[str, str], tuple[Any, Span]]:
     table: dict[tuple[str, str], tuple[Any, Span]] = {}
     for d in statements:
         resolved = ops.resolve(d.op)
         if resolved is None:
-            diagnostics.error(f"defaults: unknown layer '{d.op}'", d.span,
-                              did_you_mean(d.op, ops.known_names()))  # fmt: skip
+            diagnostics.error(
+                f"defaults: unknown layer '{d.op}'", d.span, did_you_mean(d.op, ops.known_names())
+            )
             continue
         op = resolved[0]
         if op.param(d.arg) is None:
             names = [p.name for p in op.params]
-            diagnostics.error(f"defaults: {op.name} has no parameter '{d.arg}'", d.span,
-                              did_you_mean(d.arg, names))  # fmt: skip
+            diagnostics.error(
+                f"defaults: {op.name} has no parameter '{d.arg}'",
+                d.span,
+                did_you_mean(d.arg, names),
+            )
             continue
         try:
             table[(op.name, d.arg)] = (evaluate(d.value, env), d.value.span)

@@ -134,8 +134,11 @@ def _syntax_error(source: Source, error: UnexpectedInput) -> NetError:
             [f"expected {_describe(set(error.expected))}"],
         )
     if isinstance(error, UnexpectedCharacters):
-        char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else ""
-        return NetError(f"unexpected character {char!r}", Span(source, line, column, line, column + 1))
+        pos = error.pos_in_stream or 0
+        char = source.text[pos] if pos < len(source.text) else ""
+        return NetError(
+            f"unexpected character {char!r}", Span(source, line, column, line, column + 1)
+        )
     if isinstance(error, UnexpectedEOF):
         return NetError("unexpected end of file", None)
     return NetError(str(error).splitlines()[0], Span(source, line, column, line, column + 1))
@@ -151,7 +154,8 @@ def parse_module(source: Source) -> ast.Module:
         raise NetError(
             f"brackets nest more than {MAX_NESTING} deep", _token_span(source, error.token)
         ) from None
-    return _ToIR(source).transform(tree)
+    module: ast.Module = _ToIR(source).transform(tree)
+    return module
 
 
 @v_args(meta=True)
@@ -307,4 +311,4 @@ class _ToIR(Transformer[Token, Any]):
         return ast.List(tuple(i for i in items if i is not None), self._s(meta))
 
 
-__all__ = ["parse_module", "Tree"]
+__all__ = ["Tree", "parse_module"]

@@ -81,11 +81,16 @@ def _chw(ctx: Ctx) -> tuple[int, int, int]:
     return shape[0], shape[1], shape[2]
 
 
-def _axes(ctx: Ctx, h: int, w: int, *, transposed: bool = False, ceil: bool = False
-          ) -> tuple[tuple[int, int], tuple[int, int, int, int], list[str]]:  # fmt: skip
+def _axes(
+    ctx: Ctx, h: int, w: int, *, transposed: bool = False, ceil: bool = False
+) -> tuple[tuple[int, int], tuple[int, int, int, int], list[str]]:
     """Output height and width, explicit ONNX pads (top, left, bottom, right), warnings."""
     a = ctx.attrs
-    outs, begins, ends, warnings, failures = [], [], [], [], []
+    outs: list[int] = []
+    begins: list[int] = []
+    ends: list[int] = []
+    warnings: list[tuple[int, int, str]] = []
+    failures: list[tuple[int, int, int, str]] = []
     for axis, n in enumerate((h, w)):
         k, s, d = a["k"][axis], a["s"][axis], a["d"][axis] if "d" in a else 1
         keff = d * (k - 1) + 1
@@ -94,8 +99,10 @@ def _axes(ctx: Ctx, h: int, w: int, *, transposed: bool = False, ceil: bool = Fa
         if transposed:
             op = a["output_padding"][axis]
             if op >= max(s, d):
-                raise ShapeError(f"{ctx.written}: output_padding {op} must be smaller than the "
-                                 f"stride {s} or the dilation {d}")  # fmt: skip
+                raise ShapeError(
+                    f"{ctx.written}: output_padding {op} must be smaller than the "
+                    f"stride {s} or the dilation {d}"
+                )
             if p == "same":
                 total = s * (n - 1) + keff + op - n * s
                 if total < 0:
@@ -123,13 +130,11 @@ def _axes(ctx: Ctx, h: int, w: int, *, transposed: bool = False, ceil: bool = Fa
                 formula = f"floor(({n} + {pb + pe} - {kdesc})/{s}) + 1 = {m}"
                 dropped = span % s - pe if span >= 0 else 0
                 if dropped > 0 and p != "same":
-                    side = "row" if axis == 0 else "column"
-                    unused = f"{side}s" if dropped > 1 else side
-                    last = f"the last {dropped} {unused}" if dropped > 1 else f"the last {side}"
-                    warnings.append(f"{formula} leaves {last} of the input unused")
+                    warnings.append((axis, dropped, formula))
             if max(pb, pe) >= keff and p != "same":
-                raise ShapeError(f"{ctx.written}: padding {max(pb, pe)} is not smaller than the "
-                                 f"kernel {keff}")  # fmt: skip
+                raise ShapeError(
+                    f"{ctx.written}: padding {max(pb, pe)} is not smaller than the kernel {keff}"
+                )
         if m < 1:
             failures.append((axis, n, keff - pb - pe, formula))
         outs.append(m)
@@ -140,9 +145,25 @@ def _axes(ctx: Ctx, h: int, w: int, *, transposed: bool = False, ceil: bool = Fa
         notes = [f"{'height' if a == 0 else 'width'}: {f}" for a, _, _, f in failures]
         if len(failures) == 2 and failures[0][3] == failures[1][3]:
             notes = [f"height and width: {failures[0][3]}"]
-        raise ShapeError(f"{ctx.written} needs an input of at least {need[0]}x{need[1]}, "
-                         f"got {h}x{w}", notes)  # fmt: skip
-    return (outs[0], outs[1]), (begins[0], begins[1], ends[0], ends[1]), warnings
+        raise ShapeError(
+            f"{ctx.written} needs an input of at least {need[0]}x{need[1]}, got {h}x{w}", notes
+        )
+    return (outs[0], outs[1]), (begins[0], begins[1], ends[0], ends[1]), _unused(warnings)
+
+
+def _unused(dropped: list[tuple[int, int, str]]) -> list[str]:
+    """Warnings for input rows/columns that no window reaches."""
+    if len(dropped) == 2 and dropped[0][1:] == dropped[1][1:]:
+        n, formula = dropped[0][1:]
+        what = "row and column" if n == 1 else f"{n} rows and columns"
+        return [f"{formula} leaves the last {what} of the input unused"]
+    texts = []
+    for axis, n, formula in dropped:
+        side = ("row" if axis == 0 else "column") + ("s" if n > 1 else "")
+        texts.append(
+            f"{formula} leaves the last {f'{n} ' if n > 1 else ''}{side} of the input unused"
+        )
+    return texts
 
 
 def _need(failures: list[tuple[int, int, int, str]], axis: int, n: int) -> int:
@@ -157,15 +178,24 @@ def conv(ctx: Ctx) -> Out:
     else:
         groups, c_out = a["groups"], a["c"]
     if c_in % groups or c_out % groups:
-        raise ShapeError(f"{ctx.written}: groups={groups} must divide both the input channels "
-                         f"({c_in}) and the output channels ({c_out})")  # fmt: skip
+        raise ShapeError(
+            f"{ctx.written}: groups={groups} must divide both the input channels "
+            f"({c_in}) and the output channels ({c_out})"
+        )
     (oh, ow), pads, warnings = _axes(ctx, h, w)
     kh, kw = a["k"]
     bias = ctx.bias_default if a["bias"] is None else a["bias"]
-    weights = (Weight("weight", (c_out, c_in // groups, kh, kw)),)
+    weights: tuple[Weight, ...] = (Weight("weight", (c_out, c_in // groups, kh, kw)),)
     weights += (Weight("bias", (c_out,)),) if bias else ()
-    attrs = {"c": c_out, "k": a["k"], "s": a["s"], "d": a["d"], "pads": pads,
-             "groups": groups, "bias": bias}  # fmt: skip
+    attrs = {
+        "c": c_out,
+        "k": a["k"],
+        "s": a["s"],
+        "d": a["d"],
+        "pads": pads,
+        "groups": groups,
+        "bias": bias,
+    }
     macs = c_out * oh * ow * (c_in // groups) * kh * kw
     window = Window("window", _eff(a), a["s"])
     return Out((c_out, oh, ow), attrs, weights, macs, window, warnings=tuple(warnings))
@@ -176,15 +206,25 @@ def deconv(ctx: Ctx) -> Out:
     a = ctx.attrs
     groups, c_out = a["groups"], a["c"]
     if c_in % groups or c_out % groups:
-        raise ShapeError(f"{ctx.written}: groups={groups} must divide both the input channels "
-                         f"({c_in}) and the output channels ({c_out})")  # fmt: skip
+        raise ShapeError(
+            f"{ctx.written}: groups={groups} must divide both the input channels "
+            f"({c_in}) and the output channels ({c_out})"
+        )
     (oh, ow), pads, _ = _axes(ctx, h, w, transposed=True)
     kh, kw = a["k"]
     bias = ctx.bias_default if a["bias"] is None else a["bias"]
-    weights = (Weight("weight", (c_in, c_out // groups, kh, kw)),)
+    weights: tuple[Weight, ...] = (Weight("weight", (c_in, c_out // groups, kh, kw)),)
     weights += (Weight("bias", (c_out,)),) if bias else ()
-    attrs = {"c": c_out, "k": a["k"], "s": a["s"], "d": a["d"], "pads": pads,
-             "output_padding": a["output_padding"], "groups": groups, "bias": bias}  # fmt: skip
+    attrs = {
+        "c": c_out,
+        "k": a["k"],
+        "s": a["s"],
+        "d": a["d"],
+        "pads": pads,
+        "output_padding": a["output_padding"],
+        "groups": groups,
+        "bias": bias,
+    }
     macs = c_in * h * w * (c_out // groups) * kh * kw
     return Out((c_out, oh, ow), attrs, weights, macs, Window("up", _eff(a), a["s"]))
 
@@ -269,8 +309,10 @@ def concat(ctx: Ctx) -> Out:
 def mul(ctx: Ctx) -> Out:
     x, gate = ctx.inputs
     if gate[0] != x[0] or math.prod(gate) != gate[0]:
-        raise ShapeError(f"scale: the gate gives {dims(gate)}, but the input has {x[0]} "
-                         f"channels; the gate must give {x[0]} (or {x[0]}x1x1)")  # fmt: skip
+        raise ShapeError(
+            f"scale: the gate gives {dims(gate)}, but the input has {x[0]} "
+            f"channels; the gate must give {x[0]} (or {x[0]}x1x1)"
+        )
     return Out(x, {})
 
 

@@ -118,24 +118,34 @@ class _Pass:
             for j in layer.inputs:
                 consumers.setdefault(j, []).append(i)
         self.feeds_bn = {
-            i for i, users in consumers.items()
+            i
+            for i, users in consumers.items()
             if len(users) == 1 and graph.layers[users[0]].op == "bn"
-        }  # fmt: skip
+        }
 
     def run(self) -> ShapedNet:
         g = self.graph
         one = Fraction(1)
         first = g.layers[0]
-        self.nodes.append(Node("input", "input", {}, (), g.input_shape, (), 0,
-                               (one, one, one, one), first.span))  # fmt: skip
+        self.nodes.append(
+            Node("input", "input", {}, (), g.input_shape, (), 0, (one, one, one, one), first.span)
+        )
         self.index[0] = 0
         for i, layer in enumerate(g.layers[1:], start=1):
             self.index[i] = self.shape(i, layer)
         self.diagnostics.raise_if_any()
         out = self.index[g.output]
         assert out is not None
-        return ShapedNet(g.name, g.input_shape, tuple(self.nodes), out, g.defaults_used,
-                         tuple(self.warnings), self.merged, g.span)  # fmt: skip
+        return ShapedNet(
+            g.name,
+            g.input_shape,
+            tuple(self.nodes),
+            out,
+            g.defaults_used,
+            tuple(self.warnings),
+            self.merged,
+            g.span,
+        )
 
     def shape(self, i: int, layer: Layer) -> int | None:
         inputs = [self.index[j] for j in layer.inputs]
@@ -144,8 +154,12 @@ class _Pass:
         ins = [j for j in inputs if j is not None]
         if layer.op == "add" and layer.attrs.get("auto"):
             ins[1] = self.project(layer, ins[0], ins[1])
-        ctx = Ctx(written(layer), layer.attrs, tuple(self.nodes[j].shape for j in ins),
-                  i not in self.feeds_bn)  # fmt: skip
+        ctx = Ctx(
+            written(layer),
+            layer.attrs,
+            tuple(self.nodes[j].shape for j in ins),
+            i not in self.feeds_bn,
+        )
         try:
             out = RULES[layer.op](ctx)
             self.check_size(out)
@@ -156,16 +170,33 @@ class _Pass:
             self.diagnostics.error(error.message, layer.span, notes)
             return None
         for text in out.warnings:
-            self.warnings.append(Diagnostic(f"{ctx.written}: stride {text}", layer.span,
-                                            tuple(trace_notes(layer.trace)[:1]), "warning"))  # fmt: skip
+            self.warnings.append(
+                Diagnostic(
+                    f"{ctx.written}: stride {text}",
+                    layer.span,
+                    tuple(trace_notes(layer.trace)[:1]),
+                    "warning",
+                )
+            )
         return self.append(layer, tuple(ins), out)
 
     def append(self, layer: Layer, ins: tuple[int, ...], out: Out, name: str = "") -> int:
         rf = self.receptive_field(ins, out.window)
-        self.nodes.append(Node(name or layer.name, layer.op if not name else out.attrs["op"],
-                               {k: v for k, v in out.attrs.items() if k != "op"}, ins,
-                               out.shape, out.weights, out.macs, rf, layer.span, layer.trace,
-                               out.note))  # fmt: skip
+        self.nodes.append(
+            Node(
+                name or layer.name,
+                layer.op if not name else out.attrs["op"],
+                {k: v for k, v in out.attrs.items() if k != "op"},
+                ins,
+                out.shape,
+                out.weights,
+                out.macs,
+                rf,
+                layer.span,
+                layer.trace,
+                out.note,
+            )
+        )
         return len(self.nodes) - 1
 
     def project(self, add: Layer, body: int, shortcut: int) -> int:
@@ -178,8 +209,15 @@ class _Pass:
             return shortcut  # no stride fits; the add reports the mismatch
         prefix, _, local = add.name.rpartition(".")
         base = f"{prefix}.shortcut{local[3:]}" if prefix else f"shortcut{local[3:]}"
-        attrs = {"c": want[0], "k": (1, 1), "s": (sh, sw), "p": "valid", "d": (1, 1),
-                 "groups": 1, "bias": False}  # fmt: skip
+        attrs = {
+            "c": want[0],
+            "k": (1, 1),
+            "s": (sh, sw),
+            "p": "valid",
+            "d": (1, 1),
+            "groups": 1,
+            "bias": False,
+        }
         conv = RULES["conv"](Ctx("projection shortcut", attrs, (have,), False))
         note = f"projection shortcut {dims(have)} -> {dims(want)}"
         j = self.append(add, (shortcut,), _with_op(conv, "conv", note), f"{base}.conv")
@@ -207,11 +245,15 @@ class _Pass:
     def check_size(out: Out) -> None:
         for w in out.weights:
             if w.size > MAX_ELEMENTS:
-                raise ShapeError(f"its {w.name} tensor would have {w.size:,} elements "
-                                 f"({dims(w.shape)}), more than the limit of 2^31 - 1")  # fmt: skip
+                raise ShapeError(
+                    f"its {w.name} tensor would have {w.size:,} elements "
+                    f"({dims(w.shape)}), more than the limit of 2^31 - 1"
+                )
         if math.prod(out.shape) > MAX_ELEMENTS:
-            raise ShapeError(f"its output {dims(out.shape)} would have {math.prod(out.shape):,} "
-                             f"elements, more than the limit of 2^31 - 1")  # fmt: skip
+            raise ShapeError(
+                f"its output {dims(out.shape)} would have {math.prod(out.shape):,} "
+                f"elements, more than the limit of 2^31 - 1"
+            )
 
     def history(self, layer: Layer, position: int) -> list[str]:
         """For a layer inside a repetition: the input size at the start of each repetition."""

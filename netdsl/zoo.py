@@ -31,7 +31,7 @@ def zoo_dir() -> Path:
 
 @functools.cache
 def entries() -> tuple[Entry, ...]:
-    found = []
+    found: list[Entry] = []
     for path in sorted(zoo_dir().glob("*.net")):
         text = path.read_text("utf-8")
         reference = next(
@@ -61,5 +61,6 @@ def find(spec: str) -> tuple[Path, str | None]:
 
     close = difflib.get_close_matches(spec, list(by_name), n=3, cutoff=0.6)
     hint = [f"did you mean {' or '.join(repr(c) for c in close)}?"] if close else []
-    raise NetError(f"no file or zoo net named '{spec}'", None,
-                   [*hint, "`netdsl zoo` lists the zoo's nets"])  # fmt: skip
+    raise NetError(
+        f"no file or zoo net named '{spec}'", None, [*hint, "`netdsl zoo` lists the zoo's nets"]
+    )

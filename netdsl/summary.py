@@ -1,0 +1,184 @@
+"""Shaped net -> the table papers print, a one-line check result, or JSON.
+
+A consumer at the end of the pipeline, like a backend: it reads a `ShapedNet` and formats it.
+Counting conventions (stated under every table): multiply-adds (MACs) count convolutions,
+transposed convolutions and fully connected layers, one per weight use, biases excluded;
+FLOPs = 2 x MACs; parameters are trainable weights (batch-norm running statistics are buffers);
+memory is float32, per image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from netdsl.rules import dims
+from netdsl.shapes import Node, ShapedNet
+
+CONVENTIONS = (
+    "MACs = multiply-adds of conv, deconv and fc layers (biases, activations, pooling, "
+    "batch norm and adds are not counted); FLOPs = 2 x MACs. Params are trainable weights; "
+    "memory is float32 per image. RF = receptive field in input pixels (size, and stride "
+    "between neighbouring outputs)."
+)
+
+
+def si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:g} "
+
+
+def mib(n_bytes: float) -> str:
+    if n_bytes >= 2**20:
+        return f"{n_bytes / 2**20:.1f} MiB"
+    return f"{n_bytes / 2**10:.1f} KiB"
+
+
+def _rf(node: Node) -> str:
+    h, w = node.rf_size
+    return f"{h}" if h == w else f"{h}x{w}"
+
+
+def _stride(node: Node) -> str:
+    sh, sw = node.rf_stride
+    return f"{sh:g}" if sh == sw else f"{sh:g}x{sw:g}"
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return dims(shape)
+
+
+def check_line(net: ShapedNet) -> str:
+    return (
+        f"{net.name}: {dims(net.input_shape)} -> {dims(net.output_shape)}, "
+        f"{net.params:,} params, {si(net.macs)}MACs"
+    )
+
+
+def spatial_rf(net: ShapedNet) -> Node | None:
+    """The last node with a spatial output: the receptive field papers quote."""
+    spatial = [n for n in net.nodes if len(n.shape) == 3 and n.shape[1:] != (1, 1)]
+    return spatial[-1] if spatial else None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    op: str
+    output: str
+    params: int
+    macs: int
+    rf: str
+    memory: int
+    note: str
+
+
+def rows(net: ShapedNet, depth: int | None = None) -> list[Row]:
+    """One row per layer, or per block of the first `depth` name components."""
+    out: list[Row] = []
+    groups: dict[str, list[Node]] = {}
+    for node in net.nodes:
+        key = ".".join(node.name.split(".")[:depth]) if depth else node.name
+        groups.setdefault(key, []).append(node)
+    for key, members in groups.items():
+        last = members[-1]
+        if len(members) == 1 and key == last.name:
+            op, note = last.op, last.note
+        else:
+            op, note = f"{len(members)} layers", ""
+        out.append(
+            Row(
+                key,
+                op,
+                dims(last.shape),
+                sum(m.params for m in members),
+                sum(m.macs for m in members),
+                f"{_rf(last)}/{_stride(last)}",
+                sum(4 * math.prod(m.shape) for m in members),
+                note,
+            )
+        )
+    return out
+
+
+def table(net: ShapedNet, depth: int | None = None) -> str:
+    body = rows(net, depth)
+    header = ("layer", "op", "output", "params", "MACs", "RF/stride", "memory")
+    cells = [
+        (r.name, r.op, r.output, f"{r.params:,}", f"{r.macs:,}", r.rf, mib(r.memory)) for r in body
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    right = {3, 4, 6}
+
+    def line(values: tuple[str, ...]) -> str:
+        parts = [
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "-" * len(line(tuple("" for _ in header)).ljust(sum(widths) + 2 * 6))
+    lines = [f"{net.name}: input {dims(net.input_shape)}", rule, line(header), rule]
+    for r, c in zip(body, cells, strict=True):
+        lines.append(line(c) + (f"  # {r.note}" if r.note else ""))
+    lines.append(rule)
+    lines.extend(_totals(net))
+    return "\n".join(lines)
+
+
+def _totals(net: ShapedNet) -> list[str]:
+    rf = spatial_rf(net)
+    lines = [
+        f"output {dims(net.output_shape)}; {len(net.nodes) - 1} layers",
+        f"params: {net.params:,} ({mib(4 * net.params)})"
+        + (f"; buffers: {net.buffers:,} (batch-norm running statistics)" if net.buffers else ""),
+        f"multiply-adds: {net.macs:,} MACs ({si(net.macs)}MACs = {si(2 * net.macs)}FLOPs)",
+        f"activations: {net.activations:,} values ({mib(4 * net.activations)} per image)",
+    ]
+    if rf is not None:
+        merged = ", the largest over all paths" if net.merged_paths else ""
+        lines.append(
+            f"receptive field: {_rf(rf)} pixels at {rf.name} (stride {_stride(rf)}{merged})"
+        )
+    lines.append(f"conventions: {CONVENTIONS}")
+    return lines
+
+
+def to_json(net: ShapedNet, depth: int | None = None) -> dict[str, Any]:
+    rf = spatial_rf(net)
+    return {
+        "net": net.name,
+        "input": list(net.input_shape),
+        "output": list(net.output_shape),
+        "layers": [
+            {
+                "name": n.name,
+                "op": n.op,
+                "inputs": [net.nodes[i].name for i in n.inputs],
+                "output": list(n.shape),
+                "params": n.params,
+                "macs": n.macs,
+                "rf": list(n.rf_size),
+                "rf_stride": list(n.rf_stride),
+                "memory": 4 * math.prod(n.shape),
+                **({"note": n.note} if n.note else {}),
+            }
+            for n in net.nodes
+        ],
+        "total": {
+            "params": net.params,
+            "buffers": net.buffers,
+            "macs": net.macs,
+            "flops": 2 * net.macs,
+            "activations": net.activations,
+            "rf": list(rf.rf_size) if rf else None,
+            "rf_max_over_paths": net.merged_paths,
+        },
+        "defaults_used": list(net.defaults_used),
+        "warnings": [w.render() for w in net.warnings],
+        "conventions": CONVENTIONS,
+        **({"blocks": [asdict(r) for r in rows(net, depth)]} if depth else {}),
+    }
