@@ -9,7 +9,6 @@ memory.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from collections import Counter
 from collections.abc import Mapping
@@ -17,76 +16,12 @@ from typing import Any
 
 from netdsl import ops
 from netdsl import syntax as ast
+from netdsl.evaluate import Env, did_you_mean, evaluate
 from netdsl.graph import Frame, Graph, Layer
 from netdsl.source import Diagnostics, NetError, Span
 
 MAX_LAYERS = 100_000
 MAX_DIM = 2**31 - 1
-Env = Mapping[str, Any]
-
-
-def did_you_mean(name: str, candidates: list[str]) -> list[str]:
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-    return [f"did you mean {' or '.join(repr(c) for c in close)}?"] if close else []
-
-
-# ---- expressions -----------------------------------------------------------------------------
-
-
-def evaluate(expr: ast.Expr, env: Env) -> Any:
-    """The value of an argument expression; integer `/` floors, as `c/16` in the papers."""
-    match expr:
-        case ast.Int(value) | ast.Float(value):
-            return value
-        case ast.String(value):
-            return value
-        case ast.Var(name):
-            if name in env:
-                return env[name]
-            if name in ("true", "false"):
-                return name == "true"
-            if name in ("same", "valid"):
-                return ops.Symbol(name)
-            raise NetError(f"unknown name '{name}'", expr.span, did_you_mean(name, list(env)))
-        case ast.Neg(operand):
-            value = evaluate(operand, env)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise NetError(f"cannot negate {ops.show(value)}", expr.span)
-            return -value
-        case ast.BinOp(op, left, right):
-            return _binop(op, evaluate(left, env), evaluate(right, env), expr.span)
-        case ast.Tuple(items):
-            return tuple(evaluate(item, env) for item in items)
-        case ast.List(items):
-            return [evaluate(item, env) for item in items]
-    raise AssertionError(expr)
-
-
-def _binop(op: str, a: Any, b: Any, span: Span) -> Any:
-    numeric = (int, float)
-    if (
-        isinstance(a, bool)
-        or isinstance(b, bool)
-        or not (isinstance(a, numeric) and isinstance(b, numeric))
-    ):
-        raise NetError(f"cannot compute {ops.show(a)} {op} {ops.show(b)}", span)
-    if op in "/%" and b == 0:
-        raise NetError(f"division by zero in {ops.show(a)} {op} {ops.show(b)}", span)
-    integers = isinstance(a, int) and isinstance(b, int)
-    result: Any
-    if op == "+":
-        result = a + b
-    elif op == "-":
-        result = a - b
-    elif op == "*":
-        result = a * b
-    elif op == "/":
-        result = a // b if integers else a / b
-    else:
-        result = a % b
-    if integers and abs(result) > 2**62:
-        raise NetError(f"{ops.show(a)} {op} {ops.show(b)} is too large", span)
-    return result
 
 
 # ---- the expander ----------------------------------------------------------------------------

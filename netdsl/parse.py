@@ -70,6 +70,7 @@ def _parser() -> Lark:
         postlex=_Newlines(),
         propagate_positions=True,
         maybe_placeholders=True,
+        cache=True,  # lark keeps the built tables in the temp folder: a faster start
     )
 
 

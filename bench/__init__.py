@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against the tools users would otherwise pick (not installed)."""
