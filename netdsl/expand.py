@@ -30,9 +30,12 @@ MAX_DIM = 2**31 - 1
 class _Scope:
     """A name prefix and the counters that number the layers inside it (conv1, conv2, ...)."""
 
-    def __init__(self, prefix: str = "") -> None:
+    def __init__(self, prefix: str = "", adopt: bool = False) -> None:
         self.prefix = prefix
         self.counts: Counter[str] = Counter()
+        # A comprehension item that is one definition call is named after the item alone
+        # (`stage2.conv1`, not `stage2.bottleneck_stage1.conv1`).
+        self.adopt = adopt
 
     def name(self, kind: str) -> str:
         self.counts[kind] += 1
@@ -153,7 +156,9 @@ class _Expander:
             frame = Frame(
                 f"{text} (item {i + 1} of {len(bindings)})", node.span, key, i + 1, len(bindings)
             )
-            x = self.chain(node.body, x, {**env, **binding}, scope.child("stage"), (*trace, frame))
+            inner = scope.child("stage")
+            inner.adopt = isinstance(node.body, ast.Call) and node.body.name in self.defs
+            x = self.chain(node.body, x, {**env, **binding}, inner, (*trace, frame))
         return x
 
     @staticmethod
@@ -241,7 +246,8 @@ class _Expander:
         frame = Frame(f"in {definition.name}({shown})", node.span)
         self.calls.append(definition.name)
         try:
-            inner = scope.child(definition.name)
+            inner = scope if scope.adopt else scope.child(definition.name)
+            scope.adopt = False
             return self.chain(definition.body, x, local, inner, (*trace, frame))
         finally:
             self.calls.pop()

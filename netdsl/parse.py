@@ -32,21 +32,24 @@ class _TooDeep(Exception):
 
 
 class _Newlines:
-    """Postlexer: a newline ends a statement unless it is inside brackets or the next line
-    starts with `->` (a chain continued on the next line)."""
+    """Postlexer: a newline ends a statement, unless the statement clearly goes on: inside
+    brackets, after `->`, `=` or `,`, or before a line that starts with `->` or `for`."""
 
     always_accept = ("_NL",)
+    _GOES_ON_AFTER = frozenset({"_ARROW", "EQUAL", "COMMA", "VBAR", "FOR", "IN"})
+    _GOES_ON_BEFORE = frozenset({"_ARROW", "FOR", "IN"})
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         depth = 0
+        last = ""
         pending: Token | None = None
         for token in stream:
             if token.type == "_NL":
-                if depth == 0 and pending is None:
+                if depth == 0 and pending is None and last not in self._GOES_ON_AFTER:
                     pending = token
                 continue
             if pending is not None:
-                if token.type != "_ARROW":
+                if token.type not in self._GOES_ON_BEFORE:
                     yield pending
                 pending = None
             if token.type in _OPEN:
@@ -55,6 +58,7 @@ class _Newlines:
                     raise _TooDeep(token)
             elif token.type in _CLOSE:
                 depth = max(0, depth - 1)
+            last = token.type
             yield token
         if pending is not None:
             yield pending
