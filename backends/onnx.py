@@ -11,7 +11,7 @@ it came from, so a layer named in an onnxruntime error is found at once. Weights
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ class Emitter:
     mode: str
     folded: dict[int, int] = field(default_factory=dict)
     nodes: list[onnx.NodeProto] = field(default_factory=list)
-    initializers: list[onnx.TensorProto] = field(default_factory=list)
+    initializers: list[str] = field(default_factory=list)
     tensors: list[str] = field(default_factory=list)  # net node index -> its output tensor
     layer: Node | None = None
     index: int = 0  # of the current layer
@@ -64,7 +64,7 @@ class Emitter:
         full = f"{self.layer.name}.{name}"
         if full not in self.params:
             return ""
-        self.initializers.append(numpy_helper.from_array(self.params[full], full))
+        self.initializers.append(full)
         return full
 
     def const(self, suffix: str, value: np.ndarray) -> str:
@@ -94,15 +94,25 @@ def deconv(e: Emitter, node: Node, xs: list[str]) -> str:
 
 
 def maxpool(e: Emitter, node: Node, xs: list[str]) -> str:
-    a = node.attrs
-    return e.add("MaxPool", xs, kernel_shape=list(a["k"]), strides=list(a["s"]),
-                 pads=list(a["pads"]), ceil_mode=int(a["ceil"]))  # fmt: skip
+    return e.add("MaxPool", xs, **_pool(e, node))
 
 
 def avgpool(e: Emitter, node: Node, xs: list[str]) -> str:
+    return e.add("AveragePool", xs, **_pool(e, node), count_include_pad=0)
+
+
+def _pool(e: Emitter, node: Node) -> dict[str, Any]:
+    """`ceil=true` is written as the end padding that gives netdsl's (and PyTorch's) size:
+    onnxruntime 1.19 and ONNX shape inference keep a last window that starts in the padding,
+    and the reference evaluator gets ceil_mode sizes wrong. Padding counts in neither pool."""
     a = node.attrs
-    return e.add("AveragePool", xs, kernel_shape=list(a["k"]), strides=list(a["s"]),
-                 pads=list(a["pads"]), ceil_mode=int(a["ceil"]), count_include_pad=0)  # fmt: skip
+    pads = list(a["pads"])
+    if a["ceil"]:
+        size = e.net.nodes[node.inputs[0]].shape
+        for axis in (0, 1):
+            need = (node.shape[1 + axis] - 1) * a["s"][axis] + a["k"][axis] - size[1 + axis]
+            pads[2 + axis] = max(pads[2 + axis], need - pads[axis])
+    return {"kernel_shape": list(a["k"]), "strides": list(a["s"]), "pads": pads}
 
 
 def gap(e: Emitter, node: Node, xs: list[str]) -> str:
@@ -220,20 +230,24 @@ EMITTERS: dict[str, Emit] = {
 
 
 def to_onnx(net: ShapedNet, *, opset: int = 17, batch: int | None = None, init: str = "auto",
-            seed: int = 0, weights: str | Path | None = None, mode: str = "train",
-            fold_bn: bool = False, skip_mismatched: bool = False) -> onnx.ModelProto:  # fmt: skip
+            seed: int = 0, weights: str | Path | Mapping[str, np.ndarray] | None = None,
+            mode: str = "train", fold_bn: bool = False, skip_mismatched: bool = False
+            ) -> onnx.ModelProto:  # fmt: skip
     """Compile a shaped net to an ONNX model (see docs/onnx.md).
 
     `batch` None gives a dynamic batch dimension "N"; `init` is auto (He for ReLU nets, Glorot
-    otherwise), he, glorot or normal (N(0, 0.01)); `weights` a .npz or .onnx file whose tensors
-    replace the fresh ones by name; `mode` train or inference, where `fold_bn` folds each batch
-    norm into the conv or fc before it and dropout disappears.
+    otherwise), he, glorot or normal (N(0, 0.01)); `weights` a .npz or .onnx file (or a dict of
+    arrays) whose tensors replace the fresh ones by name; `mode` train or inference, where
+    `fold_bn` folds each batch norm into the conv or fc before it and dropout disappears.
     """
-    _check_options(opset, batch, mode, fold_bn)
+    _check_options(net, opset, batch, mode, fold_bn)
     params = wt.initialise(net, init, seed)
-    loaded = None
+    meta = {"source": net.span.source.name, "net": net.name, "netdsl_version": _version(),
+            "mode": mode + (", batch norms folded" if fold_bn else ""),
+            "init": f"{wt.choose_init(net, init)} (seed {seed})"}  # fmt: skip
     if weights is not None:
         params, loaded = wt.merge(params, weights, skip_mismatched=skip_mismatched)
+        meta["weights"] = loaded.describe()
     folded: dict[int, int] = {}
     if fold_bn:
         params, folded = wt.fold_bn(net, params)
@@ -243,26 +257,15 @@ def to_onnx(net: ShapedNet, *, opset: int = 17, batch: int | None = None, init: 
         xs = [e.tensors[j] for j in node.inputs]
         e.tensors.append("input" if node.op == "input" else EMITTERS[node.op](e, node, xs))
     _name_output(e)
-    dim: int | str = "N" if batch is None else batch
-    graph = helper.make_graph(
-        e.nodes, net.name, [_value("input", dim, net.input_shape)],
-        [_value("output", dim, net.output_shape)], e.initializers,
-        doc_string=f"{net.name}, from {net.span.where}",
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+    model = helper.make_model(_graph(e, batch), opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="netdsl", producer_version=_version())  # fmt: skip
     model.ir_version = IR_VERSION
-    used = wt.choose_init(net, init)
-    meta = {"source": net.span.source.name, "net": net.name, "netdsl_version": _version(),
-            "mode": mode + (" (batch norm folded)" if fold_bn else ""),
-            "init": f"{used} (seed {seed})"}  # fmt: skip
-    if loaded is not None:
-        meta["weights"] = loaded.describe()
     helper.set_model_props(model, meta)
     return model
 
 
-def _check_options(opset: int, batch: int | None, mode: str, fold_bn: bool) -> None:
+def _check_options(net: ShapedNet, opset: int, batch: int | None, mode: str, fold_bn: bool
+                   ) -> None:  # fmt: skip
     if opset not in OPSETS:
         raise NetError(f"opset {opset} is not supported (choose {OPSETS[0]} to {OPSETS[-1]})")
     if batch is not None and (isinstance(batch, bool) or batch < 1):
@@ -271,6 +274,23 @@ def _check_options(opset: int, batch: int | None, mode: str, fold_bn: bool) -> N
         raise NetError(f"mode must be 'train' or 'inference', got '{mode}'")
     if fold_bn and mode != "inference":
         raise NetError("folding batch norms needs inference mode (--inference)")
+    if mode == "train" and opset < 14 and any(n.op == "bn" for n in net.nodes):
+        raise NetError(f"the training form of batch norm needs opset 14 or later, not {opset} "
+                       "(or compile in inference form)")  # fmt: skip
+
+
+def _graph(e: Emitter, batch: int | None) -> onnx.GraphProto:
+    net, dim = e.net, "N" if batch is None else batch
+    graph = helper.make_graph(
+        e.nodes, net.name, [_value("input", dim, net.input_shape)],
+        [_value("output", dim, net.output_shape)], doc_string=f"{net.name}, from {net.span.where}",
+    )  # fmt: skip
+    for name in e.initializers:  # written in place: make_graph would copy every tensor
+        tensor, value = graph.initializer.add(), e.params[name]
+        tensor.name, tensor.data_type = name, TensorProto.FLOAT
+        tensor.dims.extend(value.shape)
+        tensor.raw_data = value.astype("<f4", copy=False).tobytes()
+    return graph
 
 
 def _name_output(e: Emitter) -> None:

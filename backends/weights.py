@@ -60,7 +60,8 @@ def _fresh(node: Node, weight: Weight, init: str, seed: list[int]) -> np.ndarray
     std = {"he": math.sqrt(2.0 / fan_in), "glorot": math.sqrt(2.0 / (fan_in + fan_out))}
     rng = np.random.default_rng(seed)
     sample = rng.standard_normal(weight.shape, dtype=np.float32)
-    return (sample * np.float32(std.get(init, 0.01))).astype(np.float32)
+    sample *= np.float32(std.get(init, 0.01))
+    return sample
 
 
 def _fans(node: Node, shape: tuple[int, ...]) -> tuple[float, float]:
@@ -82,7 +83,7 @@ def _fans(node: Node, shape: tuple[int, ...]) -> tuple[float, float]:
 class Loaded:
     """What a weights file gave: how many tensors, and which names kept fresh values."""
 
-    path: str
+    source: str  # 'path' (quoted) or "the given tensors"
     loaded: int
     total: int
     fresh: tuple[str, ...]
@@ -90,7 +91,7 @@ class Loaded:
     skipped: tuple[str, ...]
 
     def describe(self) -> str:
-        text = f"loaded {self.loaded} of {self.total} tensors from '{self.path}'"
+        text = f"loaded {self.loaded} of {self.total} tensors from {self.source}"
         for label, names in (("fresh", self.fresh), ("shape mismatch, kept fresh", self.skipped),
                              ("unused", self.unused)):  # fmt: skip
             if names:
@@ -104,8 +105,8 @@ def read(path: str | Path) -> Params:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".onnx"):
-        raise NetError(f"weights must be a .npz or an .onnx file, got '{path}'", None,
-                       ["save a dict of arrays with numpy.savez(path, **{name: array})"])  # fmt: skip
+        hint = "save a dict of arrays with numpy.savez(path, **{name: array})"
+        raise NetError(f"weights must be a .npz or an .onnx file, got '{path}'", None, [hint])
     try:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
@@ -124,22 +125,28 @@ def read(path: str | Path) -> Params:
                        f"{type(error).__name__}: {error}") from None  # fmt: skip
 
 
-def merge(fresh: Params, path: str | Path, *, skip_mismatched: bool = False
-          ) -> tuple[Params, Loaded]:  # fmt: skip
-    """Replace fresh tensors by those of the file whose names and shapes match."""
-    given = read(path)
+def merge(fresh: Params, path: str | Path | Mapping[str, np.ndarray], *,
+          skip_mismatched: bool = False) -> tuple[Params, Loaded]:  # fmt: skip
+    """Replace fresh tensors by those of the file (or the mapping of arrays) whose names and
+    shapes match."""
+    if isinstance(path, (str, Path)):
+        given, where = read(path), f"'{path}'"
+    else:
+        given, where = {k: np.asarray(v) for k, v in path.items()}, "the given tensors"
+    if not fresh:
+        raise NetError(f"the net has no weights to load from {where}")
     common = [name for name in fresh if name in given]
     wrong = [name for name in common if tuple(given[name].shape) != fresh[name].shape]
     if not common:
         notes = [f"the file has {', '.join(repr(n) for n in list(given)[:3]) or 'no tensors'}",
                  f"the net expects {', '.join(repr(n) for n in list(fresh)[:3])}"]  # fmt: skip
-        raise NetError(f"no tensor in '{path}' has a name of this net's "
+        raise NetError(f"no tensor in {where} has a name of this net's "
                        f"{len(fresh)} tensors", None, notes)  # fmt: skip
     if wrong and not skip_mismatched:
         shown = "; ".join(f"{n} is {dims(given[n].shape)} in the file, the net wants "
                           f"{dims(fresh[n].shape)}" for n in wrong[:4])  # fmt: skip
         more = f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""
-        raise NetError(f"{len(wrong)} tensor(s) of '{path}' do not fit the net: {shown}{more}",
+        raise NetError(f"{len(wrong)} tensor(s) of {where} do not fit the net: {shown}{more}",
                        None, ["to fine-tune with a new head, pass --skip-mismatched "
                               "(skip_mismatched=True) to keep fresh weights for them"])  # fmt: skip
     merged = dict(fresh)
@@ -148,9 +155,9 @@ def merge(fresh: Params, path: str | Path, *, skip_mismatched: bool = False
             continue
         value = given[name]
         if not np.issubdtype(value.dtype, np.floating):
-            raise NetError(f"'{path}': tensor {name} holds {value.dtype} values, not floats")
+            raise NetError(f"{where}: tensor {name} holds {value.dtype} values, not floats")
         merged[name] = value.astype(np.float32)
-    report = Loaded(str(path), len(common) - len(wrong), len(fresh),
+    report = Loaded(where, len(common) - len(wrong), len(fresh),
                     tuple(n for n in fresh if n not in given), tuple(n for n in given
                     if n not in fresh), tuple(wrong))  # fmt: skip
     return merged, report

@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: timing by median, subprocess timing, the machine, tables.
+"""What the benchmark scripts share: timing in turns that skips disturbed ones, the machine,
+tables.
 
 Not part of the pipeline; bench/*.py import it as `bench.common` (run them from the project's
 root as `python -m bench.NAME` or `python bench/NAME.py`).
@@ -14,33 +15,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def median_time(fn: Callable[[], object], repeat: int, warmup: int = 0) -> tuple[float, float]:
-    """(median, minimum) wall seconds of `fn()` over `repeat` calls after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
-
-
-def run_time(argv: Sequence[str], repeat: int, env: dict[str, str] | None = None) -> float:
-    """Median wall seconds of a subprocess (after one untimed run to warm the file cache)."""
-
-    def once() -> None:
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr}")
-
-    return median_time(once, repeat, warmup=1)[0]
 
 
 def machine() -> dict[str, Any]:
@@ -76,3 +55,97 @@ def write_json(path: str | None, results: dict[str, Any]) -> None:
     if path:
         Path(path).write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {path}", file=sys.stderr)
+
+
+@dataclass
+class Timing:
+    """Seconds per call: median and best over the undisturbed turns (over all turns when none
+    was undisturbed), and how many turns were disturbed by other processes."""
+
+    median: float
+    best: float
+    calls: int
+    dropped_turns: int
+    clean: bool  # False: every turn was disturbed, and these figures come from all of them
+
+
+def _cpu_clock() -> tuple[float, float]:
+    """(seconds of CPU time the whole machine has spent busy, this process's CPU seconds)."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return busy, own.user + own.system + own.children_user + own.children_system
+
+
+def interleaved(
+    candidates: dict[str, Callable[[], object]],
+    rounds: int,
+    *,
+    min_turn_s: float = 0.3,
+    warmup: int = 1,
+    threshold: float = 0.3,
+    budget_s: float = 120.0,
+) -> dict[str, Timing]:
+    """Time the candidates in turns (round robin) until each has `rounds` undisturbed turns or
+    `budget_s` has passed. A turn runs `warmup` untimed calls, then timed calls for at least
+    `min_turn_s` (at least one). Taking turns spreads slow changes in the machine's load over
+    every candidate; a turn while other processes kept more than `threshold` CPUs busy (read
+    from /proc/stat less this process's own CPU time) is disturbed and not counted, since
+    PyTorch's OpenMP threads slow down up to a hundredfold when a core is taken from them."""
+    turns: dict[str, list[tuple[list[float], bool]]] = {name: [] for name in candidates}
+    deadline = time.monotonic() + budget_s
+
+    def clean(name: str) -> int:
+        return sum(ok for _, ok in turns[name])
+
+    while any(clean(n) < rounds for n in candidates) and (
+        time.monotonic() < deadline or any(not turns[n] for n in candidates)
+    ):
+        for name, fn in candidates.items():
+            if clean(name) >= rounds:
+                continue
+            for _ in range(warmup):
+                fn()
+            calls: list[float] = []
+            busy0, own0 = _cpu_clock()
+            begin = time.perf_counter()
+            while not calls or time.perf_counter() - begin < min_turn_s:
+                start = time.perf_counter()
+                fn()
+                calls.append(time.perf_counter() - start)
+            busy1, own1 = _cpu_clock()
+            foreign = ((busy1 - busy0) - (own1 - own0)) / (time.perf_counter() - begin)
+            turns[name].append((calls, foreign <= threshold))
+    result = {}
+    for name, done in turns.items():
+        kept = [calls for calls, ok in done if ok] or [calls for calls, _ in done]
+        flat = [x for calls in kept for x in calls]
+        disturbed = len(done) - clean(name)
+        result[name] = Timing(statistics.median(flat), min(flat), len(flat), disturbed,
+                              clean(name) > 0)  # fmt: skip
+    return result
+
+
+def busy_cpus(seconds: float = 1.0) -> float:
+    """How many CPUs' worth of work other processes are doing now."""
+    busy0, own0 = _cpu_clock()
+    time.sleep(seconds)
+    busy1, own1 = _cpu_clock()
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / seconds
+
+
+def wait_quiet(limit_s: float, threshold: float = 0.2) -> float:
+    """Wait (up to `limit_s`) until other processes use less than `threshold` CPUs; warn on
+    stderr if they never do. Returns the load last seen."""
+    deadline = time.monotonic() + limit_s
+    busy = busy_cpus()
+    while busy > threshold and time.monotonic() < deadline:
+        busy = busy_cpus(2.0)
+    if busy > threshold:
+        print(f"warning: other processes keep {busy:.1f} CPUs busy; timings will be noisy",
+              file=sys.stderr)  # fmt: skip
+    return busy

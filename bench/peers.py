@@ -158,7 +158,7 @@ def netdsl_names(model: nn.Module) -> dict[str, str]:
     """Map each `state_dict` key of a peer to its netdsl tensor name.
 
     netdsl names nodes by the structure of the `.net` file: definitions and `for` items make
-    prefixes (`stem1.conv1`, `stage2.stage1.bottleneck1.conv2`, a residual block's projection
+    prefixes (`stem1.conv1`, `stage2.bottleneck1.conv2`, a residual block's projection
     `...bottleneck1.shortcut1.conv`, `head1.fc1`); tensors are `<node>.<weight>` with bn's
     `scale, bias, mean, var`. `num_batches_tracked` is left out. `check_names` verifies a
     mapping against the net itself.
@@ -176,21 +176,24 @@ def netdsl_names(model: nn.Module) -> dict[str, str]:
                 conv = convs[k]
                 k += 1
                 for w in ("weight", "bias"):
-                    names[f"features.{index[id(conv)]}.{w}"] = f"stage{stage}.conv{j}.{w}"
-        for j, i in enumerate((0, 3, 6), 1):
-            names |= {f"classifier.{i}.{w}": f"fc{j}.{w}" for w in ("weight", "bias")}
+                    where = f"stage{stage}.block{j}.conv1.{w}"  # nets/vgg.net's `stage`
+                    names[f"features.{index[id(conv)]}.{w}"] = where
+        heads = ("classifier1.block1.fc1", "classifier1.block2.fc1", "classifier1.fc1")
+        for i, head in zip((0, 3, 6), heads, strict=True):
+            names |= {f"classifier.{i}.{w}": f"{head}.{w}" for w in ("weight", "bias")}
         return names
     if not isinstance(model, ResNet):
         raise TypeError(f"no netdsl names for {type(model).__name__}")
-    # nets/resnet.net: `stem`, then `stage(c, s, n)` (or `basic_stage`) in a `for`, then `head`.
-    block, stage = ("basic", "basic_stage") if model.depth < 50 else ("bottleneck", "stage")
+    # nets/resnet.net: `stem`, then `stage(c, s, n)` in a `for` (an item that is one call is
+    # named after the item: `stage2.bottleneck1`), then `head`.
+    block = "basic" if model.depth < 50 else "bottleneck"
     names |= {"conv1.weight": "stem1.conv1.weight", "fc.weight": "head1.fc1.weight"}
     names |= {"fc.bias": "head1.fc1.bias"} | _bn("bn1", "stem1.bn1")
     for key in dict(model.named_modules()):
         parts = key.split(".")
         if len(parts) != 3 or not parts[0].startswith("layer"):
             continue
-        where = f"stage{parts[0][5:]}.{stage}1.{block}{int(parts[1]) + 1}"
+        where = f"stage{parts[0][5:]}.{block}{int(parts[1]) + 1}"
         if parts[2].startswith("conv"):
             names[f"{key}.weight"] = f"{where}.{parts[2]}.weight"
         elif parts[2].startswith("bn"):
@@ -247,3 +250,26 @@ def check_names(model: nn.Module, net: object) -> list[str]:
         elif tuple(state[t].shape) != want[n]:
             problems.append(f"{t} -> {n}: shape {tuple(state[t].shape)} vs netdsl {want[n]}")
     return problems
+
+
+PEERS = ("lenet5", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def main() -> int:
+    """Check every peer's names, shapes and parameter count against its zoo net."""
+    import netdsl
+
+    failed = 0
+    for name in PEERS:
+        model, net = build(name), netdsl.load(name)
+        problems = check_names(model, net)
+        count = sum(p.numel() for p in model.parameters())
+        if count != net.params:
+            problems.append(f"{count:,} parameters, netdsl counts {net.params:,}")
+        print(f"{name}: {'ok' if not problems else '; '.join(problems[:4])}")
+        failed += bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -87,6 +87,12 @@ class ShapedNet:
         """Elements of all layer outputs for one image (what a training pass keeps)."""
         return sum(math.prod(n.shape) for n in self.nodes)
 
+    def to_onnx(self, **options: Any) -> Any:
+        """This net as an ONNX model: `netdsl.backends.onnx.to_onnx(net, **options)`."""
+        from netdsl.backends.onnx import to_onnx
+
+        return to_onnx(self, **options)
+
 
 def written(layer: Layer) -> str:
     """The layer as the user wrote it (`maxpool3x3/2`), for messages."""

@@ -1,0 +1,218 @@
+"""The backend commands of the `netdsl` CLI: compile, run, bench.
+
+The outermost layer of the ONNX backend: `netdsl.cli` calls `register(subparsers)`, and each
+handler takes the argparse namespace, calls `backends/onnx.py` and `backends/ort.py`, prints and
+returns an exit code. onnx, onnxruntime and numpy are imported only when a command runs, so
+`netdsl check` stays light. Every mistake comes out as a `NetError`, which the CLI prints as
+`error: ...` with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from netdsl.api import load
+from netdsl.shapes import ShapedNet
+from netdsl.source import NetError
+
+TARGET = "a .net file, FILE:NET, or a zoo net's name (see `netdsl zoo`)"
+MAX_PROTO = 2**31 - 1  # protobuf cannot serialise a message this large; weights go beside it
+
+
+def register(subparsers: Any) -> None:
+    """Add `compile`, `run` and `bench` to the CLI's subparsers."""
+    c = subparsers.add_parser("compile", help="compile a net to an ONNX model")
+    c.add_argument("target", metavar="TARGET", help=TARGET)
+    c.add_argument("-o", "--output", metavar="FILE", help="where to write (default NET.onnx)")
+    c.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to 17 (default 17)")
+    c.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="a fixed batch size (default: dynamic, named N)")  # fmt: skip
+    c.add_argument("--init", default="auto", choices=("auto", "he", "glorot", "normal"),
+                   help="weight init: auto (He for ReLU nets, else Glorot), he, glorot, "
+                        "normal (N(0, 0.01))")  # fmt: skip
+    c.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
+    _weights(c)
+    c.add_argument("--inference", action="store_true",
+                   help="inference form: bn uses running statistics, no dropout")  # fmt: skip
+    c.add_argument("--fold-bn", action="store_true",
+                   help="fold each bn into the conv before it (implies --inference)")  # fmt: skip
+    _set(c)
+    c.set_defaults(func=cmd_compile)
+
+    r = subparsers.add_parser("run", help="run a net or an .onnx model with onnxruntime")
+    r.add_argument("model", metavar="MODEL", help="an .onnx file, or " + TARGET)
+    r.add_argument("--input", metavar="FILE", help="a .npy array or an image (default: random)")
+    r.add_argument("--top", type=int, default=5, metavar="K", help="classes to show (default 5)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the weights and random input")
+    _weights(r)
+    _runtime(r)
+    _set(r)
+    r.set_defaults(func=cmd_run)
+
+    b = subparsers.add_parser("bench", help="time a net or an .onnx model with onnxruntime")
+    b.add_argument("model", metavar="MODEL", help="an .onnx file, or " + TARGET)
+    b.add_argument("--batch", default="1,8,64", metavar="B,B,...",
+                   help="batch sizes (default 1,8,64)")  # fmt: skip
+    b.add_argument("--repeats", type=int, default=20, help="timed runs per batch (default 20)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    b.add_argument("--json", action="store_true", help="print JSON")
+    _runtime(b)
+    _set(b)
+    b.set_defaults(func=cmd_bench)
+
+
+def _weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", metavar="FILE",
+                        help="a .npz (keyed by tensor name) or .onnx file of weights")  # fmt: skip
+    parser.add_argument("--skip-mismatched", action="store_true",
+                        help="keep fresh weights where the file's shapes differ")  # fmt: skip
+
+
+def _runtime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--provider", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: auto)")
+    parser.add_argument("--opt-level", default="all", choices=("disable", "basic", "extended",
+                        "all"), help="onnxruntime graph optimisation (default all)")  # fmt: skip
+
+
+def _set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a net parameter, e.g. --set classes=10")  # fmt: skip
+
+
+def _net(target: str, pairs: list[str]) -> ShapedNet:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise NetError(f"--set takes NAME=VALUE, got '{pair}'")
+        values[name] = _value(text)
+    return load(target, overrides=values)
+
+
+def _value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text, text)
+
+
+def _is_onnx(spec: str) -> bool:
+    return Path(spec).suffix.lower() == ".onnx"
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import onnx
+
+    from netdsl.backends.onnx import to_onnx
+
+    net = _net(args.target, args.set)
+    inference = args.inference or args.fold_bn
+    model = to_onnx(net, opset=args.opset, batch=args.batch, init=args.init, seed=args.seed,
+                    weights=args.weights, mode="inference" if inference else "train",
+                    fold_bn=args.fold_bn, skip_mismatched=args.skip_mismatched)  # fmt: skip
+    out = Path(args.output or f"{net.name}.onnx")
+    size = model.ByteSize()
+    external = size > MAX_PROTO
+    try:
+        onnx.save_model(model, str(out), save_as_external_data=external,
+                        all_tensors_to_one_file=True, location=f"{out.name}.data")  # fmt: skip
+    except OSError as error:
+        raise NetError(f"cannot write '{out}': {error.strerror or error}") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    batch = "dynamic batch N" if args.batch is None else f"batch {args.batch}"
+    print(f"wrote {out}: {net.name}, {net.params:,} parameters, opset {args.opset}, {batch}, "
+          f"{'inference' if inference else 'training'} form"
+          f"{', batch norms folded' if args.fold_bn else ''}, init {meta['init']}, "
+          f"{size / 2**20:.1f} MiB"
+          + (f" (weights in {out.name}.data)" if external else ""))  # fmt: skip
+    if "weights" in meta:
+        print(meta["weights"])
+    return 0
+
+
+def _model(args: argparse.Namespace) -> tuple[Any, str]:
+    """An .onnx path, or the net compiled for inference; and a note on where weights came from."""
+    if _is_onnx(args.model):
+        from netdsl.backends.ort import read_model
+
+        model = read_model(args.model)
+        modes = {p.key: p.value for p in model.metadata_props}.get("mode", "")
+        note = ""
+        if modes.startswith("train"):
+            note = (f"note: {args.model} is in training form (batch norms use batch "
+                    f"statistics, dropout is on); compile with --inference to run it")  # fmt: skip
+        return args.model, note
+    from netdsl.backends.onnx import to_onnx
+
+    net = _net(args.model, args.set)
+    weights = getattr(args, "weights", None)
+    model = to_onnx(net, mode="inference", seed=getattr(args, "seed", 0), weights=weights,
+                    skip_mismatched=getattr(args, "skip_mismatched", False))  # fmt: skip
+    meta = {p.key: p.value for p in model.metadata_props}
+    note = (f"note: {meta['weights']}" if weights else
+            f"note: {net.name} has fresh random weights (init {meta['init']}); "
+            f"pass --weights FILE for trained ones")  # fmt: skip
+    return model, note
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"provider": args.provider, "level": args.opt_level, "threads": args.threads}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from netdsl.backends import ort
+
+    model, note = _model(args)
+    sess = ort.session(model, **_options(args))
+    if args.input is None:
+        x = ort.random_input(ort.image_size(sess), args.seed)
+        note += f"\nnote: no --input; running a random input, uniform in [0, 1) (seed {args.seed})"
+    else:
+        x = ort.load_input(args.input, sess)
+    x = ort.check_input(sess, x, args.input or "input")
+    y = ort.run(sess, x)
+    if note.strip():
+        print(note.strip())
+    print(f"output {'x'.join(map(str, y.shape))}")
+    if y.ndim != 2:
+        print(f"  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}")
+        return 0
+    probabilities = bool(np.all(y >= 0) and np.allclose(y.sum(axis=1), 1.0, atol=1e-3))
+    label = "probability" if probabilities else "score"
+    for i, best in enumerate(ort.top_k(y, args.top)):
+        print(f"image {i}: top {len(best)} (class, {label})")
+        for rank, (cls, score) in enumerate(best, 1):
+            print(f"  {rank:>2}. {cls:>6}  {score:.6f}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from netdsl.backends import ort
+
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    except ValueError:
+        raise NetError(f"--batch takes sizes like 1,8,64, got '{args.batch}'") from None
+    model, note = _model(args)
+    timings = ort.bench(model, batches, repeats=args.repeats, warmup=args.warmup,
+                        **_options(args))  # fmt: skip
+    if args.json:
+        print(json.dumps({"model": args.model, "provider": args.provider,
+                          "threads": args.threads, "opt_level": args.opt_level,
+                          "results": [t.as_dict() for t in timings]}, indent=2))  # fmt: skip
+        return 0
+    if note:
+        print(note)
+    print(f"{args.model} on {args.provider}, median of {args.repeats} runs")
+    print(f"{'batch':>6}  {'latency ms':>11}  {'images/s':>10}")
+    for t in timings:
+        print(f"{t.batch:>6}  {t.median_ms:>11.3f}  {t.images_per_s:>10.1f}")
+    return 0
