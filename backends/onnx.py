@@ -241,12 +241,13 @@ def to_onnx(net: ShapedNet, *, opset: int = 17, batch: int | None = None, init: 
     `fold_bn` folds each batch norm into the conv or fc before it and dropout disappears.
     """
     _check_options(net, opset, batch, mode, fold_bn)
-    params = wt.initialise(net, init, seed)
+    tensors, where = wt.given(weights) if weights is not None else ({}, "")
+    params = wt.initialise(net, init, seed, provided=tensors)
     meta = {"source": net.span.source.name, "net": net.name, "netdsl_version": _version(),
             "mode": mode + (", batch norms folded" if fold_bn else ""),
             "init": f"{wt.choose_init(net, init)} (seed {seed})"}  # fmt: skip
     if weights is not None:
-        params, loaded = wt.merge(params, weights, skip_mismatched=skip_mismatched)
+        params, loaded = wt.merge(params, tensors, skip_mismatched=skip_mismatched, where=where)
         meta["weights"] = loaded.describe()
     folded: dict[int, int] = {}
     if fold_bn:
@@ -257,9 +258,11 @@ def to_onnx(net: ShapedNet, *, opset: int = 17, batch: int | None = None, init: 
         xs = [e.tensors[j] for j in node.inputs]
         e.tensors.append("input" if node.op == "input" else EMITTERS[node.op](e, node, xs))
     _name_output(e)
-    model = helper.make_model(_graph(e, batch), opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="netdsl", producer_version=_version())  # fmt: skip
+    model = onnx.ModelProto()  # built in place: make_model would copy every weight again
     model.ir_version = IR_VERSION
+    model.producer_name, model.producer_version = "netdsl", _version()
+    model.opset_import.add(domain="", version=opset)
+    _graph(e, batch, model.graph)
     helper.set_model_props(model, meta)
     return model
 
@@ -279,18 +282,17 @@ def _check_options(net: ShapedNet, opset: int, batch: int | None, mode: str, fol
                        "(or compile in inference form)")  # fmt: skip
 
 
-def _graph(e: Emitter, batch: int | None) -> onnx.GraphProto:
+def _graph(e: Emitter, batch: int | None, graph: onnx.GraphProto) -> None:
     net, dim = e.net, "N" if batch is None else batch
-    graph = helper.make_graph(
-        e.nodes, net.name, [_value("input", dim, net.input_shape)],
-        [_value("output", dim, net.output_shape)], doc_string=f"{net.name}, from {net.span.where}",
-    )  # fmt: skip
+    graph.name, graph.doc_string = net.name, f"{net.name}, from {net.span.where}"
+    graph.node.extend(e.nodes)
+    graph.input.append(_value("input", dim, net.input_shape))
+    graph.output.append(_value("output", dim, net.output_shape))
     for name in e.initializers:  # written in place: make_graph would copy every tensor
         tensor, value = graph.initializer.add(), e.params[name]
         tensor.name, tensor.data_type = name, TensorProto.FLOAT
         tensor.dims.extend(value.shape)
         tensor.raw_data = value.astype("<f4", copy=False).tobytes()
-    return graph
 
 
 def _name_output(e: Emitter) -> None:

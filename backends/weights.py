@@ -40,15 +40,22 @@ def choose_init(net: ShapedNet, init: str) -> str:
     return "he" if any(n.op in ("relu", "leakyrelu") for n in net.nodes) else "glorot"
 
 
-def initialise(net: ShapedNet, init: str = "auto", seed: int = 0) -> Params:
+def initialise(net: ShapedNet, init: str = "auto", seed: int = 0,
+               provided: Mapping[str, np.ndarray] | None = None) -> Params:  # fmt: skip
     """Fresh weights: `he` or `glorot` normal, or `normal` N(0, 0.01) as in AlexNet and VGG;
-    biases 0; batch norm scale 1, bias 0, mean 0, var 1."""
+    biases 0; batch norm scale 1, bias 0, mean 0, var 1. A tensor that `provided` holds with
+    the right shape is left unfilled (`np.empty`): `merge` replaces it, and drawing it first
+    would be wasted time (most of the emission time of a large net)."""
     init = choose_init(net, init)
+    provided = provided or {}
     params: Params = {}
     for node in net.nodes:
         for weight in node.weights:
             name = tensor_name(node, weight)
-            params[name] = _fresh(node, weight, init, [seed, zlib.crc32(name.encode())])
+            if name in provided and tuple(provided[name].shape) == weight.shape:
+                params[name] = np.empty(weight.shape, dtype=np.float32)
+            else:
+                params[name] = _fresh(node, weight, init, [seed, zlib.crc32(name.encode())])
     return params
 
 
@@ -125,25 +132,31 @@ def read(path: str | Path) -> Params:
                        f"{type(error).__name__}: {error}") from None  # fmt: skip
 
 
+def given(path: str | Path | Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+    """The tensors of a weights file (or a mapping of arrays), and how to name their origin."""
+    if isinstance(path, (str, Path)):
+        return read(path), f"'{path}'"
+    return {k: np.asarray(v) for k, v in path.items()}, "the given tensors"
+
+
 def merge(fresh: Params, path: str | Path | Mapping[str, np.ndarray], *,
-          skip_mismatched: bool = False) -> tuple[Params, Loaded]:  # fmt: skip
+          skip_mismatched: bool = False, where: str = "") -> tuple[Params, Loaded]:  # fmt: skip
     """Replace fresh tensors by those of the file (or the mapping of arrays) whose names and
     shapes match."""
-    if isinstance(path, (str, Path)):
-        given, where = read(path), f"'{path}'"
-    else:
-        given, where = {k: np.asarray(v) for k, v in path.items()}, "the given tensors"
+    given_tensors, origin = given(path)
+    where = where or origin
+    tensors = given_tensors
     if not fresh:
         raise NetError(f"the net has no weights to load from {where}")
-    common = [name for name in fresh if name in given]
-    wrong = [name for name in common if tuple(given[name].shape) != fresh[name].shape]
+    common = [name for name in fresh if name in tensors]
+    wrong = [name for name in common if tuple(tensors[name].shape) != fresh[name].shape]
     if not common:
-        notes = [f"the file has {', '.join(repr(n) for n in list(given)[:3]) or 'no tensors'}",
+        notes = [f"the file has {', '.join(repr(n) for n in list(tensors)[:3]) or 'no tensors'}",
                  f"the net expects {', '.join(repr(n) for n in list(fresh)[:3])}"]  # fmt: skip
         raise NetError(f"no tensor in {where} has a name of this net's "
                        f"{len(fresh)} tensors", None, notes)  # fmt: skip
     if wrong and not skip_mismatched:
-        shown = "; ".join(f"{n} is {dims(given[n].shape)} in the file, the net wants "
+        shown = "; ".join(f"{n} is {dims(tensors[n].shape)} in the file, the net wants "
                           f"{dims(fresh[n].shape)}" for n in wrong[:4])  # fmt: skip
         more = f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""
         raise NetError(f"{len(wrong)} tensor(s) of {where} do not fit the net: {shown}{more}",
@@ -153,12 +166,12 @@ def merge(fresh: Params, path: str | Path | Mapping[str, np.ndarray], *,
     for name in common:
         if name in wrong:
             continue
-        value = given[name]
+        value = tensors[name]
         if not np.issubdtype(value.dtype, np.floating):
             raise NetError(f"{where}: tensor {name} holds {value.dtype} values, not floats")
-        merged[name] = value.astype(np.float32)
+        merged[name] = value.astype(np.float32, copy=False)
     report = Loaded(where, len(common) - len(wrong), len(fresh),
-                    tuple(n for n in fresh if n not in given), tuple(n for n in given
+                    tuple(n for n in fresh if n not in tensors), tuple(n for n in tensors
                     if n not in fresh), tuple(wrong))  # fmt: skip
     return merged, report
 

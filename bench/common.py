@@ -87,15 +87,18 @@ def interleaved(
     *,
     min_turn_s: float = 0.3,
     warmup: int = 1,
+    warmup_s: float = 0.0,
     threshold: float = 0.3,
     budget_s: float = 120.0,
 ) -> dict[str, Timing]:
     """Time the candidates in turns (round robin) until each has `rounds` undisturbed turns or
-    `budget_s` has passed. A turn runs `warmup` untimed calls, then timed calls for at least
-    `min_turn_s` (at least one). Taking turns spreads slow changes in the machine's load over
-    every candidate; a turn while other processes kept more than `threshold` CPUs busy (read
-    from /proc/stat less this process's own CPU time) is disturbed and not counted, since
-    PyTorch's OpenMP threads slow down up to a hundredfold when a core is taken from them."""
+    `budget_s` has passed. A turn runs untimed calls (at least `warmup`, for at least
+    `warmup_s`: long enough for the previous candidate's idle threads to stop spinning), then
+    timed calls for at least `min_turn_s` (at least one). Taking turns spreads slow changes
+    in the machine's load over every candidate; a turn while other processes kept more than
+    `threshold` CPUs busy (read from /proc/stat less this process's own CPU time) is disturbed
+    and not counted, since PyTorch's OpenMP threads slow down up to a hundredfold when a core
+    is taken from them."""
     turns: dict[str, list[tuple[list[float], bool]]] = {name: [] for name in candidates}
     deadline = time.monotonic() + budget_s
 
@@ -108,8 +111,10 @@ def interleaved(
         for name, fn in candidates.items():
             if clean(name) >= rounds:
                 continue
-            for _ in range(warmup):
+            begin, done_warmup = time.perf_counter(), 0
+            while done_warmup < warmup or time.perf_counter() - begin < warmup_s:
                 fn()
+                done_warmup += 1
             calls: list[float] = []
             busy0, own0 = _cpu_clock()
             begin = time.perf_counter()

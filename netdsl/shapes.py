@@ -23,7 +23,8 @@ from netdsl.source import Diagnostic, Diagnostics, NetError, Span
 
 MAX_ELEMENTS = 2**31 - 1
 
-RF = tuple[Fraction, Fraction, Fraction, Fraction]  # size h, size w, jump h, jump w
+Num = int | Fraction  # a jump is a fraction only after a transposed convolution
+RF = tuple[Num, Num, Num, Num]  # size h, size w, jump h, jump w
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,7 @@ class _Pass:
 
     def run(self) -> ShapedNet:
         g = self.graph
-        one = Fraction(1)
+        one = 1
         first = g.layers[0]
         self.nodes.append(
             Node("input", "input", {}, (), g.input_shape, (), 0, (one, one, one, one), first.span)
@@ -243,7 +244,7 @@ class _Pass:
             return rh + (h - 1) * jh, rw + (w - 1) * jw, jh * h, jw * w
         (kh, kw), (sh, sw) = window.kernel, window.stride
         if window.kind == "up":
-            jh, jw = jh / sh, jw / sw
+            jh, jw = Fraction(jh) / sh, Fraction(jw) / sw
             return rh + (kh - 1) * jh, rw + (kw - 1) * jw, jh, jw
         return rh + (kh - 1) * jh, rw + (kw - 1) * jw, jh * sh, jw * sw
 
