@@ -1,4 +1,6 @@
-"""netdsl's ResNet-50 on onnxruntime's CUDA provider against PyTorch eager, on the lent GPU.
+"""netdsl's ResNet-50 on onnxruntime's CUDA provider against PyTorch eager, on the lent GPU:
+fp32 and netdsl's fp16 graph, with and without cuDNN tuning and CUDA graphs, against PyTorch
+eager fp32 and fp16 autocast with channels_last.
 
 Runs on the GPU machine (Python 3.12, torch with CUDA, onnx) and installs nothing: onnxruntime-gpu
 comes on PYTHONPATH (see /work/shared/gpu/stage-wheels.sh) and so may lark (netdsl's one
@@ -13,6 +15,7 @@ onnxruntime). Median of 30 timed runs after 10 warm-up runs, at batches 1, 64 an
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import statistics
@@ -85,50 +88,84 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "resnet50.npz"
         np.savez(npz, **peers.to_netdsl(model))
-        onnx_model = to_onnx(net, mode="inference", weights=npz).SerializeToString()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    sess = ort.InferenceSession(onnx_model, options, providers=providers)
-    if sess.get_providers()[0] != "CUDAExecutionProvider":
-        sys.exit(f"bench_gpu: the session runs on {sess.get_providers()}, not CUDA")
+        fp32 = to_onnx(net, mode="inference", weights=npz)
+    models = {"fp32": fp32.SerializeToString()}
+    try:  # netdsl's own fp16 graph (backends/precision.py), where this tree has it
+        from netdsl.backends.precision import apply_precision
+
+        models["fp16"] = apply_precision(fp32, net, "fp16").SerializeToString()
+    except ImportError as error:
+        print(f"bench_gpu: no fp16 path in this tree ({error})", flush=True)
     model = model.cuda().eval()
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)  # .to() is in place
+
+    def session(blob: bytes, tuned: bool, graph: bool = False) -> Any:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        cuda: dict[str, str] = {}
+        if tuned:  # cuDNN's exhaustive algorithm search and NHWC kernels where they exist
+            cuda = {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"}
+        if graph:  # one CUDA graph replays the whole net; needs fixed shapes and addresses
+            cuda["enable_cuda_graph"] = "1"
+        sess = ort.InferenceSession(blob, options,
+                                    providers=[("CUDAExecutionProvider", cuda)])  # fmt: skip
+        if sess.get_providers()[0] != "CUDAExecutionProvider":
+            sys.exit(f"bench_gpu: the session runs on {sess.get_providers()}, not CUDA")
+        return sess
+
+    variants = [("onnxruntime fp32", "fp32", False, False),
+                ("onnxruntime fp32 tuned", "fp32", True, False)]  # fmt: skip
+    if "fp16" in models:
+        variants += [("onnxruntime fp16 tuned", "fp16", True, False),
+                     ("onnxruntime fp16 tuned + CUDA graph", "fp16", True, True)]  # fmt: skip
+    sessions = {v[0]: session(models[v[1]], v[2]) for v in variants if not v[3]}
 
     rows: list[dict[str, Any]] = []
     for batch in BATCHES:
         x = np.random.default_rng(batch).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-        binding = sess.io_binding()
-        binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-        binding.bind_output("output", "cuda", 0)
         x_gpu = torch.from_numpy(x).cuda()
+        x_last = x_gpu.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            reference = model(x_gpu).float().cpu().numpy()
 
         def run_torch(x_gpu: Any = x_gpu) -> Any:
             with torch.inference_mode():
                 return model(x_gpu)
 
-        def run_ort(binding: Any = binding) -> None:
-            sess.run_with_iobinding(binding)
+        def run_torch16(x_last: Any = x_last) -> Any:
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+                return fast(x_last)
 
-        run_ort()
-        ours = binding.copy_outputs_to_cpu()[0]
-        theirs = run_torch().float().cpu().numpy()
-        error = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-        t_ort = timed(run_ort, torch.cuda.synchronize)
-        t_torch = timed(run_torch, torch.cuda.synchronize)
-        rows.append({"batch": batch, "onnxruntime_s": t_ort, "torch_s": t_torch,
-                     "max_rel_error": error})  # fmt: skip
-        print(
-            f"batch {batch}: onnxruntime {batch / t_ort:,.0f} img/s, "
-            f"PyTorch {batch / t_torch:,.0f} img/s, relative error {error:.1e}",
-            flush=True,
-        )
+        times = {"PyTorch eager fp32": timed(run_torch, torch.cuda.synchronize),
+                 "PyTorch fp16 autocast channels_last": timed(run_torch16,
+                                                              torch.cuda.synchronize)}  # fmt: skip
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+            out16 = fast(x_last).float().cpu().numpy()
+        errors = {"PyTorch fp16 autocast channels_last": _error(out16, reference)}
+        for label, kind, tuned, graph in variants:
+            sess = session(models[kind], tuned, True) if graph else sessions[label]
+            x_ort = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+            y_ort = ort.OrtValue.ortvalue_from_shape_and_type((batch, 1000), np.float32, "cuda", 0)
+            binding = sess.io_binding()
+            binding.bind_ortvalue_input("input", x_ort)
+            binding.bind_ortvalue_output("output", y_ort)
+
+            def run_ort(sess: Any = sess, binding: Any = binding) -> None:
+                sess.run_with_iobinding(binding)
+
+            run_ort()
+            errors[label] = _error(y_ort.numpy(), reference)
+            times[label] = timed(run_ort, torch.cuda.synchronize)
+        row = {"batch": batch, "seconds": times, "max_rel_error": errors}
+        rows.append(row)
+        print(f"batch {batch}: " + ", ".join(f"{k} {batch / t:,.0f} img/s"
+                                             for k, t in times.items()), flush=True)  # fmt: skip
 
     results = {
         "device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
         "cudnn_tf32": torch.backends.cudnn.allow_tf32,
-        "ort_cuda_options": sess.get_provider_options().get("CUDAExecutionProvider", {}),
         "macs_per_image": net.macs,
         "warmup": WARMUP,
         "repeat": REPEAT,
@@ -138,13 +175,22 @@ def main() -> None:
         path = Path(os.environ["OUT"]) / "bench_gpu.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {path}")
-    print(f"\n{results['device']}, ResNet-50 fp32, images/s (median of {REPEAT}):")
-    print("| batch | PyTorch eager | onnxruntime CUDA EP (netdsl ONNX, IOBinding) | ratio | "
-          "max rel. error |\n|---|---|---|---|---|")  # fmt: skip
+    labels = list(rows[0]["seconds"])
+    print(f"\n{results['device']}, ResNet-50, images/s (median of {REPEAT}; in brackets the "
+          "largest error relative to PyTorch fp32's largest output):")  # fmt: skip
+    print("| batch | " + " | ".join(labels) + " |")
+    print("|---" * (len(labels) + 1) + "|")
     for r in rows:
         b = r["batch"]
-        print(f"| {b} | {b / r['torch_s']:,.0f} | {b / r['onnxruntime_s']:,.0f} | "
-              f"{r['torch_s'] / r['onnxruntime_s']:.2f}x | {r['max_rel_error']:.1e} |")  # fmt: skip
+        cells = [f"{b / r['seconds'][k]:,.0f}" + (f" ({r['max_rel_error'][k]:.0e})"
+                 if k in r["max_rel_error"] else "") for k in labels]  # fmt: skip
+        print(f"| {b} | " + " | ".join(cells) + " |")
+
+
+def _error(ours: Any, reference: Any) -> float:
+    import numpy as np
+
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
 
 
 if __name__ == "__main__":
