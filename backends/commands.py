@@ -23,7 +23,7 @@ MAX_PROTO = 2**31 - 1  # protobuf cannot serialise a message this large; weights
 
 
 def register(subparsers: Any) -> None:
-    """Add `compile`, `run` and `bench` to the CLI's subparsers."""
+    """Add `compile`, `run`, `bench` and `train` to the CLI's subparsers."""
     c = subparsers.add_parser("compile", help="compile a net to an ONNX model")
     c.add_argument("target", metavar="TARGET", help=TARGET)
     c.add_argument("-o", "--output", metavar="FILE", help="where to write (default NET.onnx)")
@@ -62,6 +62,10 @@ def register(subparsers: Any) -> None:
     _runtime(b)
     _set(b)
     b.set_defaults(func=cmd_bench)
+
+    from netdsl.backends import train_cli  # light: its heavy imports wait for the command
+
+    train_cli.register(subparsers)
 
 
 def _weights(parser: argparse.ArgumentParser) -> None:
