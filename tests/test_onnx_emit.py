@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from netdsl.backends import onnx as emit
-from netdsl.backends import ort
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 import netdsl
+from netdsl.backends import onnx as emit
+from netdsl.backends import ort
 from netdsl.rules import RULES
 
 GRID4 = np.arange(1, 17, dtype=np.float32).reshape(1, 1, 4, 4)  # 1..16, row-major

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from netdsl.backends import ort
-from netdsl.backends.onnx import to_onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import netdsl
+from netdsl.backends import ort
+from netdsl.backends.onnx import to_onnx
 
 if importlib.util.find_spec("torch") is None:
     pytest.skip("torch is not installed", allow_module_level=True)

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from netdsl.backends import ort
-from netdsl.backends import weights as wt
-from netdsl.backends.onnx import to_onnx
 from onnx import numpy_helper
 
 import netdsl
+from netdsl.backends import ort
+from netdsl.backends import weights as wt
+from netdsl.backends.onnx import to_onnx
 
 NET = """net small(classes=10):
     input 3x12x12

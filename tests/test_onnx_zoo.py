@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import pytest
-from netdsl.backends import ort
-from netdsl.backends.onnx import to_onnx
 from onnx.reference import ReferenceEvaluator
 from test_onnx_emit import LRN, all_outputs
 
 import netdsl
+from netdsl.backends import ort
+from netdsl.backends.onnx import to_onnx
 from netdsl.zoo import entries
 
 INPUT = re.compile(r"^(\s*input\s+\d+)x(\d+)x(\d+)", re.MULTILINE)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from netdsl.backends import ort
-from netdsl.backends.onnx import to_onnx
 from onnx import TensorProto, helper
 
 import netdsl
+from netdsl.backends import ort
+from netdsl.backends.onnx import to_onnx
 from netdsl.cli import main
 
 MNIST = "input 1x28x28\nconv3x3(4) -> relu -> maxpool -> flatten -> fc(10) -> softmax"
