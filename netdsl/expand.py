@@ -154,7 +154,7 @@ class _Expander:
         for i, binding in enumerate(bindings):
             text = ", ".join(f"{k}={ops.show(v)}" for k, v in binding.items())
             frame = Frame(
-                f"{text} (item {i + 1} of {len(bindings)})", node.span, key, i + 1, len(bindings)
+                f"item {i + 1} of {len(bindings)} ({text})", node.span, key, i + 1, len(bindings)
             )
             inner = scope.child("stage")
             inner.adopt = isinstance(node.body, ast.Call) and node.body.name in self.defs
@@ -243,7 +243,7 @@ class _Expander:
                     [f"'{definition.name}' is defined at {definition.span.where}"],
                 )
         shown = ", ".join(ops.show(v) for v in local.values())
-        frame = Frame(f"in {definition.name}({shown})", node.span)
+        frame = Frame(f"in {definition.name}({shown}), used", node.span)
         self.calls.append(definition.name)
         try:
             inner = scope if scope.adopt else scope.child(definition.name)
@@ -342,9 +342,10 @@ class _Expander:
         return attrs
 
 
-def trace_notes(trace: tuple[Frame, ...]) -> list[str]:
-    """Innermost first: where a layer was reached from, for error notes."""
-    return [f"{frame.text}, at {frame.span.where}" for frame in reversed(trace)]
+def trace_notes(trace: tuple[Frame, ...], skip: Frame | None = None) -> list[str]:
+    """Innermost first: where a layer was reached from, for error notes (`skip` is a frame
+    another note already describes)."""
+    return [f"{f.text} at {f.span.where}" for f in reversed(trace) if f is not skip]
 
 
 # ---- nets ------------------------------------------------------------------------------------

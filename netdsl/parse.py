@@ -133,11 +133,14 @@ def _syntax_error(source: Source, error: UnexpectedInput) -> NetError:
         else:
             span = _token_span(source, token)
             found = "end of line" if token.type == "_NL" else repr(str(token.value))
-        return NetError(
-            f"unexpected {found}",
-            span,
-            [f"expected {_describe(set(error.expected))}"],
-        )
+        expected = set(error.expected)
+        notes = [f"expected {_describe(expected)}"]
+        closers = [c for c in ("RPAR", "RSQB", "RBRACE") if c in expected]
+        if token.type == "NAME" and "_ARROW" in expected:
+            notes.insert(0, "is a '->' missing before it?")
+        elif closers and token.type in ("_ARROW", "_NL", "$END"):
+            notes.insert(0, f"is a {_TOKEN_NAMES[closers[0]]} missing before it?")
+        return NetError(f"unexpected {found}", span, notes)
     if isinstance(error, UnexpectedCharacters):
         pos = error.pos_in_stream or 0
         char = source.text[pos] if pos < len(source.text) else ""

@@ -82,7 +82,13 @@ def _chw(ctx: Ctx) -> tuple[int, int, int]:
 
 
 def _axes(
-    ctx: Ctx, h: int, w: int, *, transposed: bool = False, ceil: bool = False
+    ctx: Ctx,
+    h: int,
+    w: int,
+    *,
+    transposed: bool = False,
+    ceil: bool = False,
+    pool_pads: bool = False,  # pooling refuses a pad as large as the window (all padding)
 ) -> tuple[tuple[int, int], tuple[int, int, int, int], list[str]]:
     """Output height and width, explicit ONNX pads (top, left, bottom, right), warnings."""
     a = ctx.attrs
@@ -131,7 +137,7 @@ def _axes(
                 dropped = span % s - pe if span >= 0 else 0
                 if dropped > 0 and p != "same":
                     warnings.append((axis, dropped, formula))
-            if max(pb, pe) >= keff and p != "same":
+            if pool_pads and max(pb, pe) >= keff and p != "same":
                 raise ShapeError(
                     f"{ctx.written}: padding {max(pb, pe)} is not smaller than the kernel {keff}"
                 )
@@ -236,7 +242,7 @@ def _eff(a: Mapping[str, Any]) -> tuple[int, int]:
 
 def pool(ctx: Ctx) -> Out:
     c, h, w = _chw(ctx)
-    (oh, ow), pads, warnings = _axes(ctx, h, w, ceil=ctx.attrs["ceil"])
+    (oh, ow), pads, warnings = _axes(ctx, h, w, ceil=ctx.attrs["ceil"], pool_pads=True)
     a = ctx.attrs
     attrs = {"k": a["k"], "s": a["s"], "pads": pads, "ceil": a["ceil"]}
     window = Window("window", a["k"], a["s"])
@@ -287,13 +293,18 @@ def lrn(ctx: Ctx) -> Out:
 def add(ctx: Ctx) -> Out:
     first = ctx.inputs[0]
     for other in ctx.inputs[1:]:
-        if other != first:
+        if other == first:
+            continue
+        if ctx.attrs.get("auto"):
             raise ShapeError(
-                f"cannot add {dims(first)} and {dims(other)}: shapes must be equal",
-                ["the automatic projection shortcut needs a spatial size that divides evenly"]
-                if ctx.attrs.get("auto")
-                else [],
+                f"residual add: the body gives {dims(first)} but its input is {dims(other)}",
+                [
+                    f"a projection shortcut (1x1 conv, stride s) maps a size N to ceil(N/s): "
+                    f"no stride turns {dims(other[1:])} into {dims(first[1:])}",
+                    "write the shortcut yourself: res[body, shortcut=...]",
+                ],
             )
+        raise ShapeError(f"cannot add {dims(first)} and {dims(other)}: shapes must be equal")
     return Out(first, {})
 
 

@@ -169,11 +169,12 @@ class _Pass:
         )
         try:
             out = RULES[layer.op](ctx)
-            self.check_size(out)
+            self.check_size(ctx.written, out)
         except ShapeError as error:
             history = self.history(layer, i)
-            trace = trace_notes(layer.trace)[1:] if history else trace_notes(layer.trace)
-            notes = [*error.notes, *history, *trace]
+            repeated = [f for f in layer.trace if f.count]
+            skip = repeated[-1] if history else None
+            notes = [*error.notes, *history, *trace_notes(layer.trace, skip)]
             self.diagnostics.error(error.message, layer.span, notes)
             return None
         for text in out.warnings:
@@ -249,16 +250,16 @@ class _Pass:
         return rh + (kh - 1) * jh, rw + (kw - 1) * jw, jh * sh, jw * sw
 
     @staticmethod
-    def check_size(out: Out) -> None:
+    def check_size(written: str, out: Out) -> None:
         for w in out.weights:
             if w.size > MAX_ELEMENTS:
                 raise ShapeError(
-                    f"its {w.name} tensor would have {w.size:,} elements "
+                    f"{written}: its {w.name} tensor would have {w.size:,} elements "
                     f"({dims(w.shape)}), more than the limit of 2^31 - 1"
                 )
         if math.prod(out.shape) > MAX_ELEMENTS:
             raise ShapeError(
-                f"its output {dims(out.shape)} would have {math.prod(out.shape):,} "
+                f"{written}: its output {dims(out.shape)} would have {math.prod(out.shape):,} "
                 f"elements, more than the limit of 2^31 - 1"
             )
 
