@@ -5,10 +5,11 @@
     >>> net.output_shape, net.params
     ((10,), 11926)
 
-Public API (guarded by tests/test_api.py): `parse`, `load`, `load_all`, `NetError`, `ShapedNet`.
+Public API (guarded by tests/test_public_api.py): `parse`, `parse_all`, `load`, `load_all`,
+`NetError`, `ShapedNet`, `Node`, `Diagnostic`, `Span`.
 """
 
-from netdsl.api import load, load_all, parse
+from netdsl.api import load, load_all, parse, parse_all
 from netdsl.shapes import Node, ShapedNet
 from netdsl.source import Diagnostic, NetError, Span
 
@@ -24,4 +25,5 @@ __all__ = [
     "load",
     "load_all",
     "parse",
+    "parse_all",
 ]

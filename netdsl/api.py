@@ -112,6 +112,13 @@ def parse(
     return _check(Source(filename, text), name, overrides, every=False)[0]
 
 
+def parse_all(
+    text: str, filename: str = "<string>", *, overrides: Mapping[str, Any] | None = None
+) -> list[ShapedNet]:
+    """Parse and check every net of a text."""
+    return _check(Source(filename, text), None, overrides, every=True)
+
+
 def load(
     target: str | Path, *, name: str | None = None, overrides: Mapping[str, Any] | None = None
 ) -> ShapedNet:
