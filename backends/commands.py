@@ -37,6 +37,9 @@ def register(subparsers: Any) -> None:
     _weights(c)
     c.add_argument("--inference", action="store_true",
                    help="inference form: bn uses running statistics, no dropout")  # fmt: skip
+    c.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16: weights and arithmetic in half precision, input and output fp32, "
+                        "softmax and lrn fp32 (see docs/onnx.md)")  # fmt: skip
     c.add_argument("--fold-bn", action="store_true",
                    help="fold each bn into the conv before it (implies --inference)")  # fmt: skip
     _set(c)
@@ -120,6 +123,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = to_onnx(net, opset=args.opset, batch=args.batch, init=args.init, seed=args.seed,
                     weights=args.weights, mode="inference" if inference else "train",
                     fold_bn=args.fold_bn, skip_mismatched=args.skip_mismatched)  # fmt: skip
+    if args.precision != "fp32":
+        from netdsl.backends.precision import apply_precision
+
+        model = apply_precision(model, args.precision)
     out = Path(args.output or f"{net.name}.onnx")
     size = model.ByteSize()
     external = size > MAX_PROTO
@@ -132,7 +139,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     batch = "dynamic batch N" if args.batch is None else f"batch {args.batch}"
     print(f"wrote {out}: {net.name}, {net.params:,} parameters, opset {args.opset}, {batch}, "
           f"{'inference' if inference else 'training'} form"
-          f"{', batch norms folded' if args.fold_bn else ''}, init {meta['init']}, "
+          f"{', batch norms folded' if args.fold_bn else ''}, {args.precision}, "
+          f"init {meta['init']}, "
           f"{size / 2**20:.1f} MiB"
           + (f" (weights in {out.name}.data)" if external else ""))  # fmt: skip
     if "weights" in meta:

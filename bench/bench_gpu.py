@@ -93,7 +93,7 @@ def main() -> None:
     try:  # netdsl's own fp16 graph (backends/precision.py), where this tree has it
         from netdsl.backends.precision import apply_precision
 
-        models["fp16"] = apply_precision(fp32, net, "fp16").SerializeToString()
+        models["fp16"] = apply_precision(fp32, "fp16").SerializeToString()
     except ImportError as error:
         print(f"bench_gpu: no fp16 path in this tree ({error})", flush=True)
     model = model.cuda().eval()
