@@ -13,6 +13,7 @@ precision must be in the graph itself. What this pass chooses:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -26,20 +27,29 @@ PRECISIONS = ("fp32", "fp16")
 FP16_MAX = float(np.finfo(np.float16).max)
 
 
-def apply_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
-    """The model in `precision` (`fp32` returns it unchanged); never mutates its argument."""
+def apply_precision(
+    model: onnx.ModelProto, precision: str, data_inputs: Iterable[str] | None = None
+) -> onnx.ModelProto:
+    """The model in `precision` (`fp32` returns it unchanged); never mutates its argument.
+    `data_inputs` are the graph inputs that carry data (default: those that are not
+    initializers)."""
     if precision not in PRECISIONS:
         raise NetError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
     if precision == "fp32":
         return model
-    return to_fp16(model)
+    return to_fp16(model, data_inputs)
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+def to_fp16(model: onnx.ModelProto, data_inputs: Iterable[str] | None = None) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    inputs = {i.name for i in graph.input}
+    weights = {t.name for t in graph.initializer}
+    inputs = (
+        set(data_inputs)
+        if data_inputs is not None
+        else {i.name for i in graph.input if i.name not in weights}
+    )
     outputs = {o.name for o in graph.output}
     for tensor in graph.initializer:
         if tensor.data_type == TensorProto.FLOAT:

@@ -80,6 +80,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(check_line(net))
             for diagnostic in _notes(net):
                 print(diagnostic.render(), file=sys.stderr)
+        if args.target == "tensorrt":
+            from netdsl.backends.trt_support import SOURCE, check_nets
+
+            problems = check_nets(nets)
+            for problem in problems:
+                print(problem.render(), file=sys.stderr)
+            failed |= bool(problems)
+            if not problems:
+                print(f"tensorrt: every op, attribute and type fits; table: {SOURCE}")
     return 1 if failed else 0
 
 
@@ -124,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="override a net parameter, e.g. --set classes=10",
+    )
+    check.add_argument(
+        "--target",
+        choices=("onnx", "tensorrt"),
+        default="onnx",
+        help="also check the compiled graph against TensorRT's ONNX parser "
+        "(needs the onnx extra, not TensorRT)",
     )
     check.set_defaults(func=cmd_check)
 
