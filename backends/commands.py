@@ -28,20 +28,38 @@ def register(subparsers: Any) -> None:
     c.add_argument("target", metavar="TARGET", help=TARGET)
     c.add_argument("-o", "--output", metavar="FILE", help="where to write (default NET.onnx)")
     c.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to 17 (default 17)")
-    c.add_argument("--batch", type=int, default=None, metavar="N",
-                   help="a fixed batch size (default: dynamic, named N)")  # fmt: skip
-    c.add_argument("--init", default="auto", choices=("auto", "he", "glorot", "normal"),
-                   help="weight init: auto (He for ReLU nets, else Glorot), he, glorot, "
-                        "normal (N(0, 0.01))")  # fmt: skip
+    c.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a fixed batch size (default: dynamic, named N)",
+    )
+    c.add_argument(
+        "--init",
+        default="auto",
+        choices=("auto", "he", "glorot", "normal"),
+        help="weight init: auto (He for ReLU nets, else Glorot), he, glorot, normal (N(0, 0.01))",
+    )
     c.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
     _weights(c)
-    c.add_argument("--inference", action="store_true",
-                   help="inference form: bn uses running statistics, no dropout")  # fmt: skip
-    c.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                   help="fp16: weights and arithmetic in half precision, input and output fp32, "
-                        "softmax and lrn fp32 (see docs/onnx.md)")  # fmt: skip
-    c.add_argument("--fold-bn", action="store_true",
-                   help="fold each bn into the conv before it (implies --inference)")  # fmt: skip
+    c.add_argument(
+        "--inference",
+        action="store_true",
+        help="inference form: bn uses running statistics, no dropout",
+    )
+    c.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="fp16: weights and arithmetic in half precision, input and output fp32, "
+        "softmax and lrn fp32 (see docs/onnx.md)",
+    )
+    c.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="fold each bn into the conv before it (implies --inference)",
+    )
     _set(c)
     c.set_defaults(func=cmd_compile)
 
@@ -57,8 +75,9 @@ def register(subparsers: Any) -> None:
 
     b = subparsers.add_parser("bench", help="time a net or an .onnx model with onnxruntime")
     b.add_argument("model", metavar="MODEL", help="an .onnx file, or " + TARGET)
-    b.add_argument("--batch", default="1,8,64", metavar="B,B,...",
-                   help="batch sizes (default 1,8,64)")  # fmt: skip
+    b.add_argument(
+        "--batch", default="1,8,64", metavar="B,B,...", help="batch sizes (default 1,8,64)"
+    )
     b.add_argument("--repeats", type=int, default=20, help="timed runs per batch (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     b.add_argument("--json", action="store_true", help="print JSON")
@@ -70,24 +89,59 @@ def register(subparsers: Any) -> None:
 
     train_cli.register(subparsers)
 
+    e = subparsers.add_parser("engine", help="build a TensorRT engine (needs TensorRT and a GPU)")
+    e.add_argument("model", metavar="MODEL", help="an .onnx file, or " + TARGET)
+    e.add_argument("-o", "--output", metavar="FILE", help="where to write (default NET.engine)")
+    e.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="the precision the compiler writes into the graph",
+    )
+    e.add_argument(
+        "--batch",
+        default="1:8:32",
+        metavar="MIN:OPT:MAX",
+        help="the optimisation profile of the batch (default 1:8:32)",
+    )
+    e.add_argument("--workspace", default="1G", help="TensorRT's workspace (default 1G)")
+    e.add_argument("--timing-cache", metavar="FILE", help="read and update a timing cache")
+    e.add_argument("--seed", type=int, default=0, help="seed of fresh weights")
+    _weights(e)
+    _set(e)
+    e.set_defaults(func=cmd_engine)
+
 
 def _weights(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", metavar="FILE",
-                        help="a .npz (keyed by tensor name) or .onnx file of weights")  # fmt: skip
-    parser.add_argument("--skip-mismatched", action="store_true",
-                        help="keep fresh weights where the file's shapes differ")  # fmt: skip
+    parser.add_argument(
+        "--weights", metavar="FILE", help="a .npz (keyed by tensor name) or .onnx file of weights"
+    )
+    parser.add_argument(
+        "--skip-mismatched",
+        action="store_true",
+        help="keep fresh weights where the file's shapes differ",
+    )
 
 
 def _runtime(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: auto)")
-    parser.add_argument("--opt-level", default="all", choices=("disable", "basic", "extended",
-                        "all"), help="onnxruntime graph optimisation (default all)")  # fmt: skip
+    parser.add_argument(
+        "--opt-level",
+        default="all",
+        choices=("disable", "basic", "extended", "all"),
+        help="onnxruntime graph optimisation (default all)",
+    )
 
 
 def _set(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a net parameter, e.g. --set classes=10")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a net parameter, e.g. --set classes=10",
+    )
 
 
 def _net(target: str, pairs: list[str]) -> ShapedNet:
@@ -120,9 +174,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     net = _net(args.target, args.set)
     inference = args.inference or args.fold_bn
-    model = to_onnx(net, opset=args.opset, batch=args.batch, init=args.init, seed=args.seed,
-                    weights=args.weights, mode="inference" if inference else "train",
-                    fold_bn=args.fold_bn, skip_mismatched=args.skip_mismatched)  # fmt: skip
+    model = to_onnx(
+        net,
+        opset=args.opset,
+        batch=args.batch,
+        init=args.init,
+        seed=args.seed,
+        weights=args.weights,
+        mode="inference" if inference else "train",
+        fold_bn=args.fold_bn,
+        skip_mismatched=args.skip_mismatched,
+    )
     if args.precision != "fp32":
         from netdsl.backends.precision import apply_precision
 
@@ -131,18 +193,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
     size = model.ByteSize()
     external = size > MAX_PROTO
     try:
-        onnx.save_model(model, str(out), save_as_external_data=external,
-                        all_tensors_to_one_file=True, location=f"{out.name}.data")  # fmt: skip
+        onnx.save_model(
+            model,
+            str(out),
+            save_as_external_data=external,
+            all_tensors_to_one_file=True,
+            location=f"{out.name}.data",
+        )
     except OSError as error:
         raise NetError(f"cannot write '{out}': {error.strerror or error}") from None
     meta = {p.key: p.value for p in model.metadata_props}
     batch = "dynamic batch N" if args.batch is None else f"batch {args.batch}"
-    print(f"wrote {out}: {net.name}, {net.params:,} parameters, opset {args.opset}, {batch}, "
-          f"{'inference' if inference else 'training'} form"
-          f"{', batch norms folded' if args.fold_bn else ''}, {args.precision}, "
-          f"init {meta['init']}, "
-          f"{size / 2**20:.1f} MiB"
-          + (f" (weights in {out.name}.data)" if external else ""))  # fmt: skip
+    print(
+        f"wrote {out}: {net.name}, {net.params:,} parameters, opset {args.opset}, {batch}, "
+        f"{'inference' if inference else 'training'} form"
+        f"{', batch norms folded' if args.fold_bn else ''}, {args.precision}, "
+        f"init {meta['init']}, "
+        f"{size / 2**20:.1f} MiB" + (f" (weights in {out.name}.data)" if external else "")
+    )
     if "weights" in meta:
         print(meta["weights"])
     return 0
@@ -157,19 +225,29 @@ def _model(args: argparse.Namespace) -> tuple[Any, str]:
         modes = {p.key: p.value for p in model.metadata_props}.get("mode", "")
         note = ""
         if modes.startswith("train"):
-            note = (f"note: {args.model} is in training form (batch norms use batch "
-                    f"statistics, dropout is on); compile with --inference to run it")  # fmt: skip
+            note = (
+                f"note: {args.model} is in training form (batch norms use batch "
+                f"statistics, dropout is on); compile with --inference to run it"
+            )
         return args.model, note
     from netdsl.backends.onnx import to_onnx
 
     net = _net(args.model, args.set)
     weights = getattr(args, "weights", None)
-    model = to_onnx(net, mode="inference", seed=getattr(args, "seed", 0), weights=weights,
-                    skip_mismatched=getattr(args, "skip_mismatched", False))  # fmt: skip
+    model = to_onnx(
+        net,
+        mode="inference",
+        seed=getattr(args, "seed", 0),
+        weights=weights,
+        skip_mismatched=getattr(args, "skip_mismatched", False),
+    )
     meta = {p.key: p.value for p in model.metadata_props}
-    note = (f"note: {meta['weights']}" if weights else
-            f"note: {net.name} has fresh random weights (init {meta['init']}); "
-            f"pass --weights FILE for trained ones")  # fmt: skip
+    note = (
+        f"note: {meta['weights']}"
+        if weights
+        else f"note: {net.name} has fresh random weights (init {meta['init']}); "
+        f"pass --weights FILE for trained ones"
+    )
     return model, note
 
 
@@ -177,11 +255,43 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {"provider": args.provider, "level": args.opt_level, "threads": args.threads}
 
 
+def cmd_engine(args: argparse.Namespace) -> int:
+    from netdsl.backends import trt
+    from netdsl.backends.precision import apply_precision
+
+    profile = trt.parse_profile(args.batch)
+    workspace = trt.parse_size(args.workspace)
+    model, _ = _model(args)
+    if isinstance(model, str):
+        from netdsl.backends.ort import read_model
+
+        model = read_model(model)
+    model = apply_precision(model, args.precision)
+    cache = Path(args.timing_cache) if args.timing_cache else None
+    engine = trt.build_engine(model, profile, workspace=workspace, timing_cache=cache)
+    out = Path(args.output or f"{model.graph.name or 'model'}.engine")
+    out.write_bytes(engine)
+    print(
+        f"wrote {out}: {args.precision}, batch {profile.min}:{profile.opt}:{profile.max}, "
+        f"{len(engine) / 2**20:.1f} MiB"
+    )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from netdsl.backends import ort
 
+    if Path(args.model).suffix.lower() == ".engine":
+        from netdsl.backends.trt import run_engine
+
+        if args.input is None:
+            raise NetError("running an engine needs --input (a .npy of N x C x H x W)")
+        y = run_engine(args.model, np.load(args.input))
+        for i, best in enumerate(ort.top_k(y, args.top)):
+            print(f"image {i}: " + ", ".join(f"{c} ({s:.4f})" for c, s in best))
+        return 0
     model, note = _model(args)
     sess = ort.session(model, **_options(args))
     if args.input is None:
@@ -214,12 +324,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError:
         raise NetError(f"--batch takes sizes like 1,8,64, got '{args.batch}'") from None
     model, note = _model(args)
-    timings = ort.bench(model, batches, repeats=args.repeats, warmup=args.warmup,
-                        **_options(args))  # fmt: skip
+    timings = ort.bench(model, batches, repeats=args.repeats, warmup=args.warmup, **_options(args))
     if args.json:
-        print(json.dumps({"model": args.model, "provider": args.provider,
-                          "threads": args.threads, "opt_level": args.opt_level,
-                          "results": [t.as_dict() for t in timings]}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "provider": args.provider,
+                    "threads": args.threads,
+                    "opt_level": args.opt_level,
+                    "results": [t.as_dict() for t in timings],
+                },
+                indent=2,
+            )
+        )
         return 0
     if note:
         print(note)
