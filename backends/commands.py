@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
         choices=("fp32", "fp16"),
         default="fp32",
         help="fp16: weights and arithmetic in half precision, input and output fp32, "
-        "softmax and lrn fp32 (see docs/onnx.md)",
+        "softmax and lrn fp32 (see docs/deploy.md)",
     )
     c.add_argument(
         "--fold-bn",

@@ -234,15 +234,9 @@ class Bar:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m netdsl.backends.train_cli ARGS`: the same as `netdsl train ARGS`."""
-    parser = argparse.ArgumentParser(prog="netdsl")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        code: int = args.func(args)
-        return code
-    except NetError as error:
-        print(error.render(), file=sys.stderr)
-        return 1
+    from netdsl.cli import main as netdsl_main
+
+    return netdsl_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

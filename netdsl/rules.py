@@ -176,6 +176,14 @@ def _need(failures: list[tuple[int, int, int, str]], axis: int, n: int) -> int:
     return next((need for a, _, need, _ in failures if a == axis), n)
 
 
+def _check_groups(ctx: Ctx, c_in: int, groups: int, c_out: int) -> None:
+    if c_in % groups or c_out % groups:
+        raise ShapeError(
+            f"{ctx.written}: groups={groups} must divide both the input channels "
+            f"({c_in}) and the output channels ({c_out})"
+        )
+
+
 def conv(ctx: Ctx) -> Out:
     c_in, h, w = _chw(ctx)
     a = ctx.attrs
@@ -183,11 +191,7 @@ def conv(ctx: Ctx) -> Out:
         groups, c_out = c_in, c_in * a["m"]
     else:
         groups, c_out = a["groups"], a["c"]
-    if c_in % groups or c_out % groups:
-        raise ShapeError(
-            f"{ctx.written}: groups={groups} must divide both the input channels "
-            f"({c_in}) and the output channels ({c_out})"
-        )
+    _check_groups(ctx, c_in, groups, c_out)
     (oh, ow), pads, warnings = _axes(ctx, h, w)
     kh, kw = a["k"]
     bias = ctx.bias_default if a["bias"] is None else a["bias"]
@@ -211,11 +215,7 @@ def deconv(ctx: Ctx) -> Out:
     c_in, h, w = _chw(ctx)
     a = ctx.attrs
     groups, c_out = a["groups"], a["c"]
-    if c_in % groups or c_out % groups:
-        raise ShapeError(
-            f"{ctx.written}: groups={groups} must divide both the input channels "
-            f"({c_in}) and the output channels ({c_out})"
-        )
+    _check_groups(ctx, c_in, groups, c_out)
     (oh, ow), pads, _ = _axes(ctx, h, w, transposed=True)
     kh, kw = a["k"]
     bias = ctx.bias_default if a["bias"] is None else a["bias"]
