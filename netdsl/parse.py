@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from netdsl import syntax as ast
@@ -321,4 +321,4 @@ class _ToIR(Transformer[Token, Any]):
         return ast.List(tuple(i for i in items if i is not None), self._s(meta))
 
 
-__all__ = ["Tree", "parse_module"]
+__all__ = ["parse_module"]

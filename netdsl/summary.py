@@ -47,10 +47,6 @@ def _stride(node: Node) -> str:
     return f"{sh:g}" if sh == sw else f"{sh:g}x{sw:g}"
 
 
-def shape_text(shape: tuple[int, ...]) -> str:
-    return dims(shape)
-
-
 def check_line(net: ShapedNet) -> str:
     return (
         f"{net.name}: {dims(net.input_shape)} -> {dims(net.output_shape)}, "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from netdsl.evaluate import did_you_mean
 from netdsl.source import NetError
 
 _NET = re.compile(r"^net\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
@@ -57,10 +58,7 @@ def find(spec: str) -> tuple[Path, str | None]:
         return stem, None
     if name and path in by_name:
         raise NetError(f"'{path}' is a zoo net, not a file")
-    import difflib
-
-    close = difflib.get_close_matches(spec, list(by_name), n=3, cutoff=0.6)
-    hint = [f"did you mean {' or '.join(repr(c) for c in close)}?"] if close else []
+    hint = did_you_mean(spec, list(by_name))
     raise NetError(
         f"no file or zoo net named '{spec}'", None, [*hint, "`netdsl zoo` lists the zoo's nets"]
     )
