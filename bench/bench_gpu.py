@@ -89,11 +89,13 @@ def main() -> None:
         npz = Path(tmp) / "resnet50.npz"
         np.savez(npz, **peers.to_netdsl(model))
         fp32 = to_onnx(net, mode="inference", weights=npz)
+        folded = to_onnx(net, mode="inference", weights=npz, fold_bn=True)
     models = {"fp32": fp32.SerializeToString()}
     try:  # netdsl's own fp16 graph (backends/precision.py), where this tree has it
         from netdsl.backends.precision import apply_precision
 
         models["fp16"] = apply_precision(fp32, "fp16").SerializeToString()
+        models["fp16 folded"] = apply_precision(folded, "fp16").SerializeToString()
     except ImportError as error:
         print(f"bench_gpu: no fp16 path in this tree ({error})", flush=True)
     model = model.cuda().eval()
@@ -104,7 +106,11 @@ def main() -> None:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         cuda: dict[str, str] = {}
         if tuned:  # cuDNN's exhaustive algorithm search and NHWC kernels where they exist
-            cuda = {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"}
+            cuda = {
+                "cudnn_conv_algo_search": "EXHAUSTIVE",
+                "prefer_nhwc": "1",
+                "cudnn_conv_use_max_workspace": "1",
+            }
         if graph:  # one CUDA graph replays the whole net; needs fixed shapes and addresses
             cuda["enable_cuda_graph"] = "1"
         sess = ort.InferenceSession(blob, options,
@@ -117,6 +123,7 @@ def main() -> None:
                 ("onnxruntime fp32 tuned", "fp32", True, False)]  # fmt: skip
     if "fp16" in models:
         variants += [("onnxruntime fp16 tuned", "fp16", True, False),
+                     ("onnxruntime fp16 bn-folded tuned", "fp16 folded", True, False),
                      ("onnxruntime fp16 tuned + CUDA graph", "fp16", True, True)]  # fmt: skip
     sessions = {v[0]: session(models[v[1]], v[2]) for v in variants if not v[3]}
 
