@@ -49,8 +49,26 @@ def register(subparsers: Any) -> None:
         help="inference form: bn uses running statistics, no dropout",
     )
     c.add_argument(
+        "--calib",
+        metavar="SPEC",
+        help="int8: calibration images, a dataset spec as for train (digits, mnist:DIR, ...)",
+    )
+    c.add_argument(
+        "--calib-fit",
+        default="auto",
+        choices=("auto", "strict", "resize", "pad"),
+        help="int8: bring calibration images to the net's size (as train's --fit)",
+    )
+    c.add_argument(
+        "--calib-images",
+        type=int,
+        default=256,
+        metavar="N",
+        help="int8: how many training images calibrate (default 256)",
+    )
+    c.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
+        choices=("fp32", "fp16", "int8"),
         default="fp32",
         help="fp16: weights and arithmetic in half precision, input and output fp32, "
         "softmax and lrn fp32 (see docs/deploy.md)",
@@ -173,7 +191,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from netdsl.backends.onnx import to_onnx
 
     net = _net(args.target, args.set)
-    inference = args.inference or args.fold_bn
+    inference = args.inference or args.fold_bn or args.precision == "int8"
     model = to_onnx(
         net,
         opset=args.opset,
@@ -185,7 +203,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         fold_bn=args.fold_bn,
         skip_mismatched=args.skip_mismatched,
     )
-    if args.precision != "fp32":
+    if args.precision == "int8":
+        model = _int8(args, net)
+    elif args.precision != "fp32":
         from netdsl.backends.precision import apply_precision
 
         model = apply_precision(model, args.precision)
@@ -214,6 +234,37 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if "weights" in meta:
         print(meta["weights"])
     return 0
+
+
+def _int8(args: argparse.Namespace, net: ShapedNet, target: str = "onnxruntime") -> Any:
+    """The net in int8 QDQ form, batch norms folded, calibrated on `--calib` images."""
+    from netdsl.backends import data
+    from netdsl.backends.onnx import to_onnx
+    from netdsl.backends.quantize import quantize_int8
+
+    if not args.calib:
+        raise NetError(
+            "--precision int8 needs --calib SPEC: real images to calibrate on",
+            None,
+            ["for example --calib digits, or --calib mnist:DIR"],
+        )
+    if len(net.input_shape) != 3:
+        raise NetError(f"int8 calibration needs an image input, {net.name} takes a vector")
+    classes = net.output_shape[0] if len(net.output_shape) == 1 else 2**31
+    loaded = data.load(args.calib)
+    images = data.fit(loaded, net.input_shape, classes, net.name, args.calib_fit).x_train
+    model = to_onnx(
+        net,
+        opset=args.opset,
+        batch=args.batch,
+        init=args.init,
+        seed=args.seed,
+        weights=args.weights,
+        mode="inference",
+        fold_bn=True,
+        skip_mismatched=args.skip_mismatched,
+    )
+    return quantize_int8(model, images[: args.calib_images], target=target)
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, str]:

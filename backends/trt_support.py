@@ -103,6 +103,12 @@ def check_model(model: onnx.ModelProto, weights: Iterable[str] = ()) -> list[Pro
     }
     constant = {t.name for t in graph.initializer} | set(weights)
     constant |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    # explicit quantization: a DequantizeLinear of a constant is a constant (QDQ weights)
+    constant |= {
+        n.output[0]
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in constant
+    }
     types.update({t.name: t.data_type for t in graph.initializer})
     for node in graph.node:
         where = node.doc_string.splitlines()[0] if node.doc_string else ""
