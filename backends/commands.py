@@ -129,6 +129,21 @@ def register(subparsers: Any) -> None:
     _set(e)
     e.set_defaults(func=cmd_engine)
 
+    m = subparsers.add_parser("compare", help="run two artefacts on the same input, report errors")
+    m.add_argument("a", metavar="A", help="an .onnx or .engine file, or " + TARGET)
+    m.add_argument("b", metavar="B", nargs="?", help="the second (default: A again)")
+    m.add_argument(
+        "--providers",
+        default="cpu,cpu",
+        metavar="P,Q",
+        help="onnxruntime providers for A and B (default cpu,cpu; e.g. cpu,cuda)",
+    )
+    m.add_argument("--batch", type=int, default=2, help="images in the random input (default 2)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the input and fresh weights")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    _set(m)
+    m.set_defaults(func=cmd_compare)
+
 
 def _weights(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -326,6 +341,54 @@ def cmd_engine(args: argparse.Namespace) -> int:
         f"wrote {out}: {args.precision}, batch {profile.min}:{profile.opt}:{profile.max}, "
         f"{len(engine) / 2**20:.1f} MiB"
     )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from netdsl.backends import compare, ort
+
+    providers = args.providers.split(",")
+    if len(providers) != 2:
+        raise NetError(f"--providers takes two names like cpu,cuda, got '{args.providers}'")
+    sides = []
+    for spec in (args.a, args.b or args.a):
+        if Path(spec).suffix.lower() in (".onnx", ".engine"):
+            sides.append(spec)
+        else:
+            from netdsl.backends.onnx import to_onnx
+
+            sides.append(to_onnx(_net(spec, args.set), mode="inference", seed=args.seed))
+    probe = sides[0] if not str(sides[0]).endswith(".engine") else sides[1]
+    shape = ort.input_shape(ort.session(probe))
+    if not all(isinstance(d, int) for d in shape[1:]):
+        raise NetError("compare needs a model with a fixed C x H x W input")
+    x = ort.random_input((args.batch, *shape[1:]), args.seed)
+    a, names = compare.run_side(sides[0], providers[0], x)
+    b, _ = compare.run_side(sides[1], providers[1], x)
+    found = compare.differences(a, b, names)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "output": d.output,
+                        "shape": list(d.shape),
+                        "max_abs": d.max_abs,
+                        "max_rel": d.max_rel,
+                        "top1_agreement": d.top1_agreement,
+                    }
+                    for d in found
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"{args.a} ({providers[0]}) vs {args.b or args.a} ({providers[1]}), "
+        f"random input {args.batch}x{'x'.join(map(str, shape[1:]))} (seed {args.seed})"
+    )
+    for d in found:
+        print("  " + d.render())
     return 0
 
 
