@@ -48,24 +48,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="inference form: bn uses running statistics, no dropout",
     )
-    c.add_argument(
-        "--calib",
-        metavar="SPEC",
-        help="int8: calibration images, a dataset spec as for train (digits, mnist:DIR, ...)",
-    )
-    c.add_argument(
-        "--calib-fit",
-        default="auto",
-        choices=("auto", "strict", "resize", "pad"),
-        help="int8: bring calibration images to the net's size (as train's --fit)",
-    )
-    c.add_argument(
-        "--calib-images",
-        type=int,
-        default=256,
-        metavar="N",
-        help="int8: how many training images calibrate (default 256)",
-    )
+    _calibration(c)
     c.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8"),
@@ -112,10 +95,11 @@ def register(subparsers: Any) -> None:
     e.add_argument("-o", "--output", metavar="FILE", help="where to write (default NET.engine)")
     e.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
+        choices=("fp32", "fp16", "int8"),
         default="fp32",
-        help="the precision the compiler writes into the graph",
+        help="the precision the compiler writes into the graph (int8: QDQ, TensorRT form)",
     )
+    _calibration(e)
     e.add_argument(
         "--batch",
         default="1:8:32",
@@ -143,6 +127,27 @@ def register(subparsers: Any) -> None:
     m.add_argument("--json", action="store_true", help="print JSON")
     _set(m)
     m.set_defaults(func=cmd_compare)
+
+
+def _calibration(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--calib",
+        metavar="SPEC",
+        help="int8: calibration images, a dataset spec as for train (digits, mnist:DIR, ...)",
+    )
+    parser.add_argument(
+        "--calib-fit",
+        default="auto",
+        choices=("auto", "strict", "resize", "pad"),
+        help="int8: bring calibration images to the net's size (as train's --fit)",
+    )
+    parser.add_argument(
+        "--calib-images",
+        type=int,
+        default=256,
+        metavar="N",
+        help="int8: how many training images calibrate (default 256)",
+    )
 
 
 def _weights(parser: argparse.ArgumentParser) -> None:
@@ -270,9 +275,9 @@ def _int8(args: argparse.Namespace, net: ShapedNet, target: str = "onnxruntime")
     images = data.fit(loaded, net.input_shape, classes, net.name, args.calib_fit).x_train
     model = to_onnx(
         net,
-        opset=args.opset,
-        batch=args.batch,
-        init=args.init,
+        opset=getattr(args, "opset", 17),
+        batch=args.batch if isinstance(getattr(args, "batch", None), int) else None,
+        init=getattr(args, "init", "auto"),
         seed=args.seed,
         weights=args.weights,
         mode="inference",
@@ -327,12 +332,17 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
     profile = trt.parse_profile(args.batch)
     workspace = trt.parse_size(args.workspace)
-    model, _ = _model(args)
-    if isinstance(model, str):
-        from netdsl.backends.ort import read_model
+    if args.precision == "int8":
+        if _is_onnx(args.model):
+            raise NetError("an int8 engine is compiled from a net: pass a .net or a zoo name")
+        model = _int8(args, _net(args.model, args.set), target="tensorrt")
+    else:
+        model, _ = _model(args)
+        if isinstance(model, str):
+            from netdsl.backends.ort import read_model
 
-        model = read_model(model)
-    model = apply_precision(model, args.precision)
+            model = read_model(model)
+        model = apply_precision(model, args.precision)
     cache = Path(args.timing_cache) if args.timing_cache else None
     engine = trt.build_engine(model, profile, workspace=workspace, timing_cache=cache)
     out = Path(args.output or f"{model.graph.name or 'model'}.engine")
@@ -437,6 +447,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         batches = [int(b) for b in args.batch.split(",") if b.strip()]
     except ValueError:
         raise NetError(f"--batch takes sizes like 1,8,64, got '{args.batch}'") from None
+    if Path(args.model).suffix.lower() == ".engine":
+        from netdsl.backends.trt import bench_engine
+
+        rows = bench_engine(args.model, batches, args.repeats, args.warmup)
+        print(f"{args.model} on TensorRT (end to end, copies included), median of {args.repeats}")
+        for batch, ms, ips in rows:
+            print(f"{batch:>6}  {ms:>11.3f}  {ips:>10.1f}")
+        return 0
     model, note = _model(args)
     timings = ort.bench(model, batches, repeats=args.repeats, warmup=args.warmup, **_options(args))
     if args.json:

@@ -72,19 +72,17 @@ def node_origin(model: onnx.ModelProto, index: int, name: str = "") -> str:
     return f"{node.name} ({node.op_type}, {where})" if where else f"{node.name} ({node.op_type})"
 
 
-def _tensorrt() -> Any:
+def _tensorrt(checked: bool = False) -> Any:
     try:
         import tensorrt
 
         return tensorrt
     except ImportError as error:
+        passed = "; the graph itself passed netdsl's TensorRT check" if checked else ""
         raise NetError(
             f"TensorRT is not installed (import tensorrt: {error})",
             None,
-            [
-                "install NVIDIA's tensorrt package on a machine with a GPU; the graph itself "
-                "passed netdsl's TensorRT check"
-            ],
+            [f"install NVIDIA's tensorrt package on a machine with a GPU{passed}"],
         ) from None
 
 
@@ -105,7 +103,7 @@ def build_engine(
             None,
             [p.render() for p in problems[:10]],
         )
-    trt = _tensorrt()
+    trt = _tensorrt(checked=True)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -177,3 +175,37 @@ def run_engine(path: str | Path, x: Any) -> Any:
         raise NetError(f"TensorRT failed to run '{path}'")
     stream.synchronize()
     return next(iter(outputs.values())).cpu().numpy()
+
+
+def bench_engine(
+    path: str | Path, batches: list[int], repeats: int = 20, warmup: int = 3
+) -> list[tuple[int, float, float]]:
+    """(batch, median ms, images/s) per batch size for a serialized engine, on random input."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    results = []
+    for batch in batches:
+        x = np.random.default_rng(batch).random((batch, *_input_chw(path)), dtype=np.float32)
+        for _ in range(warmup):
+            run_engine(path, x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run_engine(path, x)
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        results.append((batch, median * 1e3, batch / median))
+    return results
+
+
+def _input_chw(path: str | Path) -> tuple[int, ...]:
+    trt = _tensorrt()
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+        Path(path).read_bytes()
+    )
+    if engine is None:
+        raise NetError(f"'{path}' is not an engine this TensorRT can load")
+    return tuple(engine.get_tensor_shape(engine.get_tensor_name(0)))[1:]

@@ -76,3 +76,21 @@ def test_build_and_run_an_engine(tmp_path: Path) -> None:  # pragma: no cover - 
     x = np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
     assert np.allclose(trt.run_engine(path, x), expected, atol=1e-4)
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["engine", "lenet5", "--precision", "int8", "--calib", "digits"],
+        ["engine", "lenet5", "--precision", "fp16", "--batch", "1:4:8"],
+    ],
+)
+def test_engine_command_checks_then_stops_at_tensorrt(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netdsl.cli import main
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "TensorRT is not installed" in err and "passed netdsl's TensorRT check" in err
