@@ -183,22 +183,9 @@ def _set(parser: argparse.ArgumentParser) -> None:
 
 
 def _net(target: str, pairs: list[str]) -> ShapedNet:
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name.isidentifier():
-            raise NetError(f"--set takes NAME=VALUE, got '{pair}'")
-        values[name] = _value(text)
-    return load(target, overrides=values)
+    from netdsl.cli import overrides  # the one `--set NAME=VALUE` parser
 
-
-def _value(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text, text)
+    return load(target, overrides=overrides(pairs))
 
 
 def _is_onnx(spec: str) -> bool:
