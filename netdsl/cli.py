@@ -24,6 +24,13 @@ from netdsl.summary import check_line, table, to_json
 from netdsl.zoo import entries
 
 
+def depth(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--depth takes a whole number >= 1, got {text}")
+    return value
+
+
 def parse_value(text: str) -> Any:
     """A `--set name=value` value: an integer, a number, true/false, or a word."""
     for kind in (int, float):
@@ -147,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("target", metavar="TARGET", help=target_help)
     summary.add_argument(
         "--depth",
-        type=int,
+        type=depth,
         default=None,
         metavar="N",
         help="collapse rows into blocks of the first N name parts",

@@ -255,8 +255,9 @@ class _Expander:
     def call_op(
         self, node: ast.Call, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
     ) -> int:
-        if node.name in ops.REFUSED:
-            raise NetError(f"'{node.name}': {ops.REFUSED[node.name]}", node.name_span)
+        refused = ops.refused(node.name)
+        if refused:
+            raise NetError(f"'{node.name}': {refused}", node.name_span)
         resolved = ops.resolve(node.name)
         if resolved is None:
             names = [*ops.known_names(), *self.defs]
@@ -400,7 +401,14 @@ def _defaults(
                 f"defaults: unknown layer '{d.op}'", d.span, did_you_mean(d.op, ops.known_names())
             )
             continue
-        op = resolved[0]
+        op, kernel = resolved
+        if kernel is not None:
+            diagnostics.error(
+                f"defaults name an op, not a shorthand: write {op.name}.{d.arg}, not "
+                f"{d.op}.{d.arg}",
+                d.span,
+            )
+            continue
         if op.param(d.arg) is None:
             names = [p.name for p in op.params]
             diagnostics.error(

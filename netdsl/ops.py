@@ -251,6 +251,15 @@ REFUSED = {
     for name in ("local", "locallyconnected", "locally_connected", "lc", "conv_local")
 }
 
+
+def refused(name: str) -> str | None:
+    """Why a layer name is refused (locally connected layers, in any spelling), or None."""
+    base = _SHORTHAND.sub(r"\1", name).lower()
+    if name in REFUSED or base in REFUSED or base.startswith("locallyconnected"):
+        return REFUSED["local"]
+    return None
+
+
 _SHORTHAND = re.compile(r"^([a-z]+?)(\d+)(?:x(\d+))?$")
 
 
@@ -261,7 +270,7 @@ def resolve(name: str) -> tuple[Op, tuple[int, int] | None] | None:
     if name in ALIASES:
         return OPS[ALIASES[name]], None
     match = _SHORTHAND.match(name)
-    if match:
+    if match and len(match.group(0)) < 40:  # no kernel has 30 digits; int() has limits
         base, kh, kw = match.group(1), int(match.group(2)), match.group(3)
         op = OPS.get(ALIASES.get(base, base))
         if op is not None and op.kernel:

@@ -15,7 +15,13 @@ from importlib import resources
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
 from netdsl import syntax as ast
 from netdsl.source import NetError, Source, Span
@@ -164,7 +170,12 @@ def parse_module(source: Source) -> ast.Module:
         raise NetError(
             f"brackets nest more than {MAX_NESTING} deep", _token_span(source, error.token)
         ) from None
-    module: ast.Module = _ToIR(source).transform(tree)
+    try:
+        module: ast.Module = _ToIR(source).transform(tree)
+    except VisitError as error:  # only a number Python cannot read gets here
+        meta = getattr(error.obj, "meta", None)
+        span = _span(source, meta) if meta is not None and not meta.empty else None
+        raise NetError(f"a number too long to read ({error.orig_exc})", span) from None
     return module
 
 

@@ -116,6 +116,9 @@ class Diagnostics:
         self.items: list[Diagnostic] = []
 
     def error(self, message: str, span: Span | None, notes: Iterable[str] = ()) -> None:
+        # one mistake inside a repetition is one error, not one per repetition
+        if any(d.message == message and d.span == span for d in self.items[-50:]):
+            return
         self.items.append(Diagnostic(message, span, tuple(notes)))
 
     def extend(self, error: NetError) -> None:

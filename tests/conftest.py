@@ -1,0 +1,23 @@
+"""Shared fixtures: writing `.net` files into a temporary folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+WriteNet = Callable[..., Path]
+
+
+@pytest.fixture
+def write_net(tmp_path: Path) -> WriteNet:
+    """`write_net(text, name="net.net")` writes a file under a fresh folder and returns its path."""
+
+    def write(text: str, name: str = "net.net") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, "utf-8")
+        return path
+
+    return write
