@@ -6,7 +6,7 @@ torch already imported) and from the command line (`netdsl check` against a bare
 `python -c "import torch"`, which any torch-based tool pays before it starts). It also checks,
 with `python -X importtime`, that `netdsl check` imports neither torch nor onnx nor onnxruntime.
 
-    .venv/bin/python bench/bench_check.py [--net resnet152] [--rounds 5] [--json out.json]
+    .venv/bin/python -m bench.bench_check [--net resnet152] [--rounds 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import netdsl
 from bench.common import ROOT, interleaved, machine, markdown, ms, wait_quiet, write_json
 
@@ -34,7 +32,7 @@ def netdsl_cli() -> list[str]:
     script = Path(sys.executable).with_name("netdsl")
     if script.is_file():
         return [sys.executable, str(script)]
-    return [sys.executable, "-m", "netdsl.cli"]
+    return [sys.executable, "-m", "netdsl"]
 
 
 def imports_of_check(net: str) -> dict[str, Any]:
@@ -105,27 +103,43 @@ def main() -> None:
     busy = wait_quiet(args.wait)
     # netdsl alone, before torch is imported: torch's objects make each garbage collection of
     # a process that holds them slower (netdsl.load takes ~25% longer there).
-    inproc = interleaved({"netdsl": lambda: netdsl.load(args.net)}, args.rounds,
-                         budget_s=args.budget)  # fmt: skip
+    inproc = interleaved(
+        {"netdsl": lambda: netdsl.load(args.net)}, args.rounds, budget_s=args.budget
+    )
     build_peer, summarise_peer, stats = torch_peer(args.net)
-    inproc |= interleaved({"torch": summarise_peer, "build": build_peer}, args.rounds,
-                          budget_s=args.budget)  # fmt: skip
-    cli = interleaved({
-        "netdsl": subprocess_run([*netdsl_cli(), "check", args.net]),
-        "import torch": subprocess_run([sys.executable, "-c", "import torch"]),
-        "python": subprocess_run([sys.executable, "-c", "pass"]),
-    }, args.rounds, min_turn_s=1.0, budget_s=args.budget)  # fmt: skip
+    inproc |= interleaved(
+        {"torch": summarise_peer, "build": build_peer}, args.rounds, budget_s=args.budget
+    )
+    cli = interleaved(
+        {
+            "netdsl": subprocess_run([*netdsl_cli(), "check", args.net]),
+            "import torch": subprocess_run([sys.executable, "-c", "import torch"]),
+            "python": subprocess_run([sys.executable, "-c", "pass"]),
+        },
+        args.rounds,
+        min_turn_s=1.0,
+        budget_s=args.budget,
+    )
     disturbed = [k for k, t in [*inproc.items(), *cli.items()] if not t.clean]
     ours, peer = inproc["netdsl"].median, inproc["torch"].median
     results: dict[str, Any] = {
         "net": args.net,
         "machine": machine(),
         "busy_cpus_before": busy,
-        "netdsl": {"first_s": first, "median_s": ours, "min_s": inproc["netdsl"].best,
-                   "params": shaped.params, "macs": shaped.macs},
-        "torch_torchinfo": {"median_s": peer, "min_s": inproc["torch"].best,
-                            "build_only_s": inproc["build"].median,
-                            "params": int(stats.total_params), "macs": int(stats.total_mult_adds)},
+        "netdsl": {
+            "first_s": first,
+            "median_s": ours,
+            "min_s": inproc["netdsl"].best,
+            "params": shaped.params,
+            "macs": shaped.macs,
+        },
+        "torch_torchinfo": {
+            "median_s": peer,
+            "min_s": inproc["torch"].best,
+            "build_only_s": inproc["build"].median,
+            "params": int(stats.total_params),
+            "macs": int(stats.total_mult_adds),
+        },
         "netdsl_cli_s": cli["netdsl"].median,
         "import_torch_s": cli["import torch"].median,
         "python_startup_s": cli["python"].median,
@@ -134,36 +148,60 @@ def main() -> None:
         "imports": imports,
         "ratio_inprocess": peer / ours,
         "ratio_cli_vs_import_torch": cli["import torch"].median / cli["netdsl"].median,
-    }  # fmt: skip
+    }
     # torchinfo also counts one multiply-add per batch-norm scale and bias and per fc bias.
-    extra = sum(2 * n.shape[0] if n.op == "bn" else n.attrs["n"] if n.op == "fc" else 0
-                for n in shaped.nodes)  # fmt: skip
+    extra = sum(
+        2 * n.shape[0] if n.op == "bn" else n.attrs["n"] if n.op == "fc" else 0
+        for n in shaped.nodes
+    )
     results["counts_agree"] = (shaped.params, shaped.macs + extra) == (
-        results["torch_torchinfo"]["params"], results["torch_torchinfo"]["macs"])  # fmt: skip
+        results["torch_torchinfo"]["params"],
+        results["torch_torchinfo"]["macs"],
+    )
     write_json(args.json, results)
     tinfo = results["torch_torchinfo"]
-    print(f"netdsl check {args.net}: {shaped.params:,} params, {shaped.macs / 1e9:.2f} GMACs; "
-          f"torchinfo: {tinfo['params']:,} params, {tinfo['macs'] / 1e9:.2f} GMACs "
-          f"({'agree' if results['counts_agree'] else 'DISAGREE'}, counting torchinfo's "
-          f"{extra:,} bn and bias mult-adds); turns disturbed by other processes: "
-          f"{results['disturbed_turns']}")  # fmt: skip
+    print(
+        f"netdsl check {args.net}: {shaped.params:,} params, {shaped.macs / 1e9:.2f} GMACs; "
+        f"torchinfo: {tinfo['params']:,} params, {tinfo['macs'] / 1e9:.2f} GMACs "
+        f"({'agree' if results['counts_agree'] else 'DISAGREE'}, counting torchinfo's "
+        f"{extra:,} bn and bias mult-adds); turns disturbed by other processes: "
+        f"{results['disturbed_turns']}"
+    )
     if disturbed:
         print(f"warning: no undisturbed turn for {', '.join(disturbed)}: noisy figures")
-    print(f"imports of `netdsl check`: {', '.join(imports['heavy_imports']) or 'none heavy'} "
-          f"(forbidden: {', '.join(imports['forbidden_imports']) or 'none'})")  # fmt: skip
+    print(
+        f"imports of `netdsl check`: {', '.join(imports['heavy_imports']) or 'none heavy'} "
+        f"(forbidden: {', '.join(imports['forbidden_imports']) or 'none'})"
+    )
     rows = [
         ["netdsl.load (in-process)", ms(ours), ms(inproc["netdsl"].best), "1x"],
         ["netdsl.load, first in a process", ms(first), "", ""],
-        ["PyTorch build + torchinfo.summary (in-process)", ms(peer), ms(inproc["torch"].best),
-         f"{results['ratio_inprocess']:.1f}x netdsl.load"],
+        [
+            "PyTorch build + torchinfo.summary (in-process)",
+            ms(peer),
+            ms(inproc["torch"].best),
+            f"{results['ratio_inprocess']:.1f}x netdsl.load",
+        ],
         ["  of which PyTorch build alone", ms(tinfo["build_only_s"]), ms(inproc["build"].best), ""],
-        [f"`netdsl check {args.net}` (subprocess)", ms(results["netdsl_cli_s"]),
-         ms(cli["netdsl"].best), "1x"],
-        ['`python -c "import torch"` (subprocess)', ms(results["import_torch_s"]),
-         ms(cli["import torch"].best), f"{results['ratio_cli_vs_import_torch']:.1f}x the CLI"],
-        ['`python -c "pass"` (subprocess)', ms(results["python_startup_s"]),
-         ms(cli["python"].best), ""],
-    ]  # fmt: skip
+        [
+            f"`netdsl check {args.net}` (subprocess)",
+            ms(results["netdsl_cli_s"]),
+            ms(cli["netdsl"].best),
+            "1x",
+        ],
+        [
+            '`python -c "import torch"` (subprocess)',
+            ms(results["import_torch_s"]),
+            ms(cli["import torch"].best),
+            f"{results['ratio_cli_vs_import_torch']:.1f}x the CLI",
+        ],
+        [
+            '`python -c "pass"` (subprocess)',
+            ms(results["python_startup_s"]),
+            ms(cli["python"].best),
+            "",
+        ],
+    ]
     print()
     print(markdown(["what", "median", "best", "ratio"], rows))
     if imports["forbidden_imports"]:

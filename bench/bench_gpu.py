@@ -10,7 +10,7 @@ and both outputs are compared. Both run fp32 with their default settings (both a
 convolutions on Ampere and later); inputs and outputs stay on the GPU (IOBinding for
 onnxruntime). Median of 30 timed runs after 10 warm-up runs, at batches 1, 64 and 256.
 
-    PYTHONPATH=.:/tmp/site:lark.zip python3 bench/bench_gpu.py      # from the project's root
+    PYTHONPATH=.:/tmp/site:lark.zip python -m bench.bench_gpu      # from the project's root
 """
 
 from __future__ import annotations
@@ -42,10 +42,12 @@ def import_netdsl() -> Any:
     """netdsl from the source tree: its subpackages netdsl.backends, .grammars and .nets live
     in the root's backends/, grammars/ and nets/ (an install maps them), so the root joins the
     package's search path."""
-    need("lark", "netdsl needs lark (pure Python). Carry it, e.g. "
-         "`cd .venv/lib/python3.11/site-packages && zip -qr $ROOT/.gpu-stage/lark.zip lark`, "
-         "and put the zip on PYTHONPATH.")  # fmt: skip
-    sys.path.insert(0, str(ROOT))
+    need(
+        "lark",
+        "netdsl needs lark (pure Python). Carry it, e.g. "
+        "`cd .venv/lib/python3.11/site-packages && zip -qr $ROOT/.gpu-stage/lark.zip lark`, "
+        "and put the zip on PYTHONPATH.",
+    )
     import netdsl
 
     if str(ROOT) not in netdsl.__path__:
@@ -69,17 +71,20 @@ def timed(fn: Callable[[], object], sync: Callable[[], object]) -> float:
 
 def main() -> None:
     netdsl = import_netdsl()
-    ort = need("onnxruntime", "put onnxruntime-gpu on PYTHONPATH: see "
-               "/work/shared/gpu/stage-wheels.sh")  # fmt: skip
+    ort = need(
+        "onnxruntime", "put onnxruntime-gpu on PYTHONPATH: see /work/shared/gpu/stage-wheels.sh"
+    )
     torch = need("torch", "this machine's python3 should have torch with CUDA")
     import numpy as np
 
     from bench import peers
-    from netdsl.backends.onnx import to_onnx
+    from netdsl.backends.onnx.emit import to_onnx
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        sys.exit(f"bench_gpu: onnxruntime {ort.__version__} at {ort.__file__} has no CUDA "
-                 "provider; is onnxruntime-gpu first on PYTHONPATH?")  # fmt: skip
+        sys.exit(
+            f"bench_gpu: onnxruntime {ort.__version__} at {ort.__file__} has no CUDA "
+            "provider; is onnxruntime-gpu first on PYTHONPATH?"
+        )
     if not torch.cuda.is_available():
         sys.exit("bench_gpu: torch sees no GPU")
 
@@ -92,7 +97,7 @@ def main() -> None:
         folded = to_onnx(net, mode="inference", weights=npz, fold_bn=True)
     models = {"fp32": fp32.SerializeToString()}
     try:  # netdsl's own fp16 graph (backends/precision.py), where this tree has it
-        from netdsl.backends.precision import apply_precision
+        from netdsl.backends.passes.fp16 import apply_precision
 
         models["fp16"] = apply_precision(fp32, "fp16").SerializeToString()
         models["fp16 folded"] = apply_precision(folded, "fp16").SerializeToString()
@@ -113,18 +118,21 @@ def main() -> None:
             }
         if graph:  # one CUDA graph replays the whole net; needs fixed shapes and addresses
             cuda["enable_cuda_graph"] = "1"
-        sess = ort.InferenceSession(blob, options,
-                                    providers=[("CUDAExecutionProvider", cuda)])  # fmt: skip
+        sess = ort.InferenceSession(blob, options, providers=[("CUDAExecutionProvider", cuda)])
         if sess.get_providers()[0] != "CUDAExecutionProvider":
             sys.exit(f"bench_gpu: the session runs on {sess.get_providers()}, not CUDA")
         return sess
 
-    variants = [("onnxruntime fp32", "fp32", False, False),
-                ("onnxruntime fp32 tuned", "fp32", True, False)]  # fmt: skip
+    variants = [
+        ("onnxruntime fp32", "fp32", False, False),
+        ("onnxruntime fp32 tuned", "fp32", True, False),
+    ]
     if "fp16" in models:
-        variants += [("onnxruntime fp16 tuned", "fp16", True, False),
-                     ("onnxruntime fp16 bn-folded tuned", "fp16 folded", True, False),
-                     ("onnxruntime fp16 tuned + CUDA graph", "fp16", True, True)]  # fmt: skip
+        variants += [
+            ("onnxruntime fp16 tuned", "fp16", True, False),
+            ("onnxruntime fp16 bn-folded tuned", "fp16 folded", True, False),
+            ("onnxruntime fp16 tuned + CUDA graph", "fp16", True, True),
+        ]
     sessions = {v[0]: session(models[v[1]], v[2]) for v in variants if not v[3]}
 
     rows: list[dict[str, Any]] = []
@@ -143,9 +151,10 @@ def main() -> None:
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
                 return fast(x_last)
 
-        times = {"PyTorch eager fp32": timed(run_torch, torch.cuda.synchronize),
-                 "PyTorch fp16 autocast channels_last": timed(run_torch16,
-                                                              torch.cuda.synchronize)}  # fmt: skip
+        times = {
+            "PyTorch eager fp32": timed(run_torch, torch.cuda.synchronize),
+            "PyTorch fp16 autocast channels_last": timed(run_torch16, torch.cuda.synchronize),
+        }
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
             out16 = fast(x_last).float().cpu().numpy()
         errors = {"PyTorch fp16 autocast channels_last": _error(out16, reference)}
@@ -165,8 +174,10 @@ def main() -> None:
             times[label] = timed(run_ort, torch.cuda.synchronize)
         row = {"batch": batch, "seconds": times, "max_rel_error": errors}
         rows.append(row)
-        print(f"batch {batch}: " + ", ".join(f"{k} {batch / t:,.0f} img/s"
-                                             for k, t in times.items()), flush=True)  # fmt: skip
+        print(
+            f"batch {batch}: " + ", ".join(f"{k} {batch / t:,.0f} img/s" for k, t in times.items()),
+            flush=True,
+        )
 
     results = {
         "device": torch.cuda.get_device_name(0),
@@ -183,14 +194,19 @@ def main() -> None:
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {path}")
     labels = list(rows[0]["seconds"])
-    print(f"\n{results['device']}, ResNet-50, images/s (median of {REPEAT}; in brackets the "
-          "largest error relative to PyTorch fp32's largest output):")  # fmt: skip
+    print(
+        f"\n{results['device']}, ResNet-50, images/s (median of {REPEAT}; in brackets the "
+        "largest error relative to PyTorch fp32's largest output):"
+    )
     print("| batch | " + " | ".join(labels) + " |")
     print("|---" * (len(labels) + 1) + "|")
     for r in rows:
         b = r["batch"]
-        cells = [f"{b / r['seconds'][k]:,.0f}" + (f" ({r['max_rel_error'][k]:.0e})"
-                 if k in r["max_rel_error"] else "") for k in labels]  # fmt: skip
+        cells = [
+            f"{b / r['seconds'][k]:,.0f}"
+            + (f" ({r['max_rel_error'][k]:.0e})" if k in r["max_rel_error"] else "")
+            for k in labels
+        ]
         print(f"| {b} | " + " | ".join(cells) + " |")
 
 

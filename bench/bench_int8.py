@@ -4,7 +4,7 @@ Both from `netdsl.load("resnet50")` with the same random weights, batch norms fo
 calibrated on 32 images. Interleaved timing (median of 10 after 3 warm-ups), 2 threads,
 ORT_ENABLE_ALL, batches 1 and 8; output agreement on 32 images.
 
-    .venv/bin/python bench/bench_int8.py
+    .venv/bin/python -m bench.bench_int8
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 
 import netdsl
-from netdsl.backends.onnx import to_onnx
-from netdsl.backends.quantize import quantize_int8
+from netdsl.backends.onnx.emit import to_onnx
+from netdsl.backends.passes.int8 import quantize_int8
 
 
 def session(model: bytes) -> ort.InferenceSession:

@@ -8,7 +8,7 @@ against the model `torch.onnx.export` writes, on the same onnxruntime. Settings 
 batch 1 (graph optimisation level, netdsl's batch-norm folding, spinning threads); the best is
 timed at batches 1 and 8. GFLOP/s counts 2 x multiply-adds x images/s against the fp32 peak.
 
-    .venv/bin/python bench/bench_onnx.py [--threads 2] [--quick] [--json out.json]
+    .venv/bin/python -m bench.bench_onnx [--threads 2] [--quick] [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ import gc
 import importlib.util
 import io
 import os
-import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import onnxruntime as ort
@@ -45,8 +42,8 @@ from bench.common import (
     wait_quiet,
     write_json,
 )
-from netdsl.backends.onnx import to_onnx
-from netdsl.backends.weights import initialise
+from netdsl.backends.onnx.emit import to_onnx
+from netdsl.backends.onnx.weights import initialise
 
 LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -65,8 +62,11 @@ def peak_gflops(info: dict[str, Any], cores: int, ghz: float | None) -> tuple[fl
     where = "given"
     if ghz is None:
         max_mhz, bogomips = info.get("CPU max MHz"), float(info.get("BogoMIPS", 0))
-        ghz, where = ((float(max_mhz) / 1e3, "lscpu max") if max_mhz
-                      else (bogomips / 2e3, "BogoMIPS/2, a lower bound"))  # fmt: skip
+        ghz, where = (
+            (float(max_mhz) / 1e3, "lscpu max")
+            if max_mhz
+            else (bogomips / 2e3, "BogoMIPS/2, a lower bound")
+        )
     zen34 = "AMD" in info.get("Model name", "") and info.get("CPU family") == "25"
     lanes = 16 if "avx512f" in info.get("simd", []) and not zen34 else 8
     peak = cores * ghz * 2 * lanes * 2
@@ -92,29 +92,45 @@ def emission(rounds: int, budget_s: float) -> dict[str, Any]:
 
     def torch_export(fresh: bool = False) -> bytes:
         f = io.BytesIO()
-        torch.onnx.export(peers.build("resnet50") if fresh else model, (x,), f, dynamo=False,
-                          opset_version=17, input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})  # fmt: skip
+        torch.onnx.export(
+            peers.build("resnet50") if fresh else model,
+            (x,),
+            f,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+        )
         return f.getvalue()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        times = interleaved({
-            "netdsl_to_onnx": lambda: to_onnx(net, mode="inference", weights=given),
-            "netdsl_to_onnx_fresh": lambda: to_onnx(net, mode="inference"),
-            "torch_export": torch_export,
-            "netdsl_end_to_end":
-                lambda: to_onnx(netdsl.load("resnet50"), mode="inference").SerializeToString(),
-            "torch_end_to_end": lambda: torch_export(fresh=True),
-            "netdsl_fresh_weights": lambda: initialise(net),
-            "torch_build": lambda: peers.build("resnet50"),
-        }, rounds, min_turn_s=0, warmup=0, budget_s=budget_s)  # fmt: skip
+        times = interleaved(
+            {
+                "netdsl_to_onnx": lambda: to_onnx(net, mode="inference", weights=given),
+                "netdsl_to_onnx_fresh": lambda: to_onnx(net, mode="inference"),
+                "torch_export": torch_export,
+                "netdsl_end_to_end": lambda: to_onnx(
+                    netdsl.load("resnet50"), mode="inference"
+                ).SerializeToString(),
+                "torch_end_to_end": lambda: torch_export(fresh=True),
+                "netdsl_fresh_weights": lambda: initialise(net),
+                "torch_build": lambda: peers.build("resnet50"),
+            },
+            rounds,
+            min_turn_s=0,
+            warmup=0,
+            budget_s=budget_s,
+        )
     results: dict[str, Any] = {f"{k}_s": t.median for k, t in times.items()}
     results["ratio_export"] = times["torch_export"].median / times["netdsl_to_onnx"].median
-    results["ratio_export_fresh"] = (times["torch_export"].median
-                                     / times["netdsl_to_onnx_fresh"].median)  # fmt: skip
-    results["ratio_end_to_end"] = (times["torch_end_to_end"].median
-                                   / times["netdsl_end_to_end"].median)  # fmt: skip
+    results["ratio_export_fresh"] = (
+        times["torch_export"].median / times["netdsl_to_onnx_fresh"].median
+    )
+    results["ratio_end_to_end"] = (
+        times["torch_end_to_end"].median / times["netdsl_end_to_end"].median
+    )
     results["dropped_turns"] = sum(t.dropped_turns for t in times.values())
     results["noisy"] = [k for k, t in times.items() if not t.clean]
     results["onnxscript"] = importlib.util.find_spec("onnxscript") is not None
@@ -147,10 +163,21 @@ def models(name: str, tmp: Path) -> tuple[torch.nn.Module, dict[str, bytes], Any
     x = torch.randn(1, *SHAPES[name])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(peer, (x,), f, dynamo=False, opset_version=17, input_names=["input"],
-                          output_names=["output"], dynamic_axes={"input": {0: "N"}})  # fmt: skip
-    onnx_models = {"netdsl": plain.SerializeToString(), "netdsl-folded": folded.SerializeToString(),
-                   "torch.onnx.export": f.getvalue()}  # fmt: skip
+        torch.onnx.export(
+            peer,
+            (x,),
+            f,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "N"}},
+        )
+    onnx_models = {
+        "netdsl": plain.SerializeToString(),
+        "netdsl-folded": folded.SerializeToString(),
+        "torch.onnx.export": f.getvalue(),
+    }
     return peer, onnx_models, net
 
 
@@ -171,8 +198,14 @@ def torch_run(model: torch.nn.Module, x: np.ndarray, channels_last: bool) -> Cal
     return run
 
 
-def sweep(onnx_models: dict[str, bytes], threads: int, x: np.ndarray, expected: np.ndarray,
-          rounds: int, budget_s: float) -> tuple[dict[str, Timing], dict[str, float]]:  # fmt: skip
+def sweep(
+    onnx_models: dict[str, bytes],
+    threads: int,
+    x: np.ndarray,
+    expected: np.ndarray,
+    rounds: int,
+    budget_s: float,
+) -> tuple[dict[str, Timing], dict[str, float]]:
     """Batch-1 time and relative error against PyTorch of every onnxruntime setting tried:
     each optimisation level for netdsl's model with and without folded batch norms, then
     threads that sleep at once instead of spinning, and one thread; torch's export (which
@@ -182,8 +215,11 @@ def sweep(onnx_models: dict[str, bytes], threads: int, x: np.ndarray, expected: 
     configs += [("torch.onnx.export", level, True, threads) for level in ("disable", "all")]
     runs, errors = {}, {}
     for model_name, level, spin, n in configs:
-        key = f"{model_name} / {level}" + ("" if spin else " / no spin") + (
-            f" / {n} thread" if n != threads else "")  # fmt: skip
+        key = (
+            f"{model_name} / {level}"
+            + ("" if spin else " / no spin")
+            + (f" / {n} thread" if n != threads else "")
+        )
         sess = session(onnx_models[model_name], level, n, spin)
         got = sess.run(None, {"input": x})[0]
         errors[key] = float(np.abs(got - expected).max() / np.abs(expected).max())
@@ -191,8 +227,9 @@ def sweep(onnx_models: dict[str, bytes], threads: int, x: np.ndarray, expected: 
     return interleaved(runs, rounds, warmup=3, warmup_s=0.1, budget_s=budget_s), errors
 
 
-def inference(name: str, threads: int, rounds: int, batches: tuple[int, ...], budget_s: float
-              ) -> dict[str, Any]:  # fmt: skip
+def inference(
+    name: str, threads: int, rounds: int, batches: tuple[int, ...], budget_s: float
+) -> dict[str, Any]:
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         peer, onnx_models, net = models(name, Path(tmp))
@@ -202,8 +239,9 @@ def inference(name: str, threads: int, rounds: int, batches: tuple[int, ...], bu
     times, errors = sweep(onnx_models, threads, x1, expected, rounds, budget_s)
     same_threads = [k for k in times if "thread" not in k]
     best = min((k for k in same_threads if k.startswith("netdsl")), key=lambda k: times[k].median)
-    best_torch = min((k for k in same_threads if k.startswith("torch")),
-                     key=lambda k: times[k].median)  # fmt: skip
+    best_torch = min(
+        (k for k in same_threads if k.startswith("torch")), key=lambda k: times[k].median
+    )
     gc.collect()
     rows: dict[str, dict[int, float]] = {}
     dropped, noisy = 0, [k for k, t in times.items() if not t.clean]
@@ -223,12 +261,18 @@ def inference(name: str, threads: int, rounds: int, batches: tuple[int, ...], bu
             dropped += timing.dropped_turns
             if not timing.clean:
                 noisy.append(f"{label} / batch {batch}")
-    return {"net": name, "macs": net.macs, "threads": threads,
-            "sweep_batch1_s": {k: t.median for k, t in times.items()},
-            "max_rel_error_vs_torch": errors, "best_netdsl": best, "best_torch_onnx": best_torch,
-            "seconds_per_batch": rows,
-            "dropped_turns": dropped + sum(t.dropped_turns for t in times.values()),
-            "noisy": noisy}  # fmt: skip
+    return {
+        "net": name,
+        "macs": net.macs,
+        "threads": threads,
+        "sweep_batch1_s": {k: t.median for k, t in times.items()},
+        "max_rel_error_vs_torch": errors,
+        "best_netdsl": best,
+        "best_torch_onnx": best_torch,
+        "seconds_per_batch": rows,
+        "dropped_turns": dropped + sum(t.dropped_turns for t in times.values()),
+        "noisy": noisy,
+    }
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -236,16 +280,38 @@ def inference(name: str, threads: int, rounds: int, batches: tuple[int, ...], bu
 
 def report(results: dict[str, Any]) -> str:
     em = results["emission"]
-    out = ["ONNX emission of ResNet-50 (median):", markdown(
-        ["what", "netdsl", "torch.onnx.export", "torch / netdsl"],
-        [["emit, weights given (the model's)", ms(em["netdsl_to_onnx_s"]),
-          ms(em["torch_export_s"]), f"{em['ratio_export']:.1f}x"],
-         ["emit, netdsl drawing fresh weights", ms(em["netdsl_to_onnx_fresh_s"]),
-          ms(em["torch_export_s"]), f"{em['ratio_export_fresh']:.1f}x"],
-         ["end to end (load/build + emit + bytes)", ms(em["netdsl_end_to_end_s"]),
-          ms(em["torch_end_to_end_s"]), f"{em['ratio_end_to_end']:.1f}x"],
-         ["of which fresh weights (netdsl) / model build (torch)",
-          ms(em["netdsl_fresh_weights_s"]), ms(em["torch_build_s"]), ""]])]  # fmt: skip
+    out = [
+        "ONNX emission of ResNet-50 (median):",
+        markdown(
+            ["what", "netdsl", "torch.onnx.export", "torch / netdsl"],
+            [
+                [
+                    "emit, weights given (the model's)",
+                    ms(em["netdsl_to_onnx_s"]),
+                    ms(em["torch_export_s"]),
+                    f"{em['ratio_export']:.1f}x",
+                ],
+                [
+                    "emit, netdsl drawing fresh weights",
+                    ms(em["netdsl_to_onnx_fresh_s"]),
+                    ms(em["torch_export_s"]),
+                    f"{em['ratio_export_fresh']:.1f}x",
+                ],
+                [
+                    "end to end (load/build + emit + bytes)",
+                    ms(em["netdsl_end_to_end_s"]),
+                    ms(em["torch_end_to_end_s"]),
+                    f"{em['ratio_end_to_end']:.1f}x",
+                ],
+                [
+                    "of which fresh weights (netdsl) / model build (torch)",
+                    ms(em["netdsl_fresh_weights_s"]),
+                    ms(em["torch_build_s"]),
+                    "",
+                ],
+            ],
+        ),
+    ]
     peak = results["peak_gflops"]
     for inf in results["inference"]:
         batches = sorted({b for row in inf["seconds_per_batch"].values() for b in row})
@@ -279,9 +345,13 @@ def main() -> None:
     info = machine()
     peak, how = peak_gflops(info, min(args.threads, os.cpu_count() or 1), args.ghz)
     results: dict[str, Any] = {
-        "machine": info, "onnxruntime": ort.__version__, "torch": torch.__version__,
-        "peak_gflops": peak, "peak_how": how, "busy_cpus_before": wait_quiet(args.wait),
-    }  # fmt: skip
+        "machine": info,
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "peak_gflops": peak,
+        "peak_how": how,
+        "busy_cpus_before": wait_quiet(args.wait),
+    }
     start = time.perf_counter()
     results["emission"] = emission(rounds, args.budget)
     results["sgemm_gflops"] = sgemm_gflops(args.threads, args.budget)

@@ -12,7 +12,7 @@ images/s = batch / median step time; the ratio is netdsl's over PyTorch's.
 (b) Accuracy: both trained for --epochs from the same weights on the same batches, then
 evaluated on the test split (netdsl: its exported inference model; PyTorch: eval mode).
 
-    .venv/bin/python bench/bench_train.py [--batch 32,64,128] [--threads 1,2] [--epochs 5]
+    .venv/bin/python -m bench.bench_train [--batch 32,64,128] [--threads 1,2] [--epochs 5]
         [--accuracy-batch 32] [--json out.json]
 """
 
@@ -26,18 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import torch
 
 import netdsl
 from bench import peers
 from bench.common import interleaved, machine, markdown, wait_quiet, write_json
-from netdsl.backends import data as datasets
-from netdsl.backends import sgd
-from netdsl.backends.train import Config, Run, initial_params, shifted
-from netdsl.backends.train_files import Progress
+from netdsl.backends.data import sources as datasets
+from netdsl.backends.train import optim as sgd
+from netdsl.backends.train.files import Progress
+from netdsl.backends.train.loop import Config, Run, initial_params, shifted
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -75,8 +73,15 @@ class Netdsl(Trainer):
     def __init__(self, net: netdsl.ShapedNet, data: datasets.Dataset, config: Config) -> None:
         super().__init__(net, data, config)
         self.work = tempfile.TemporaryDirectory(prefix="bench-train-")
-        self.run = Run(net, data, config, Path(self.work.name), self.params, Path(self.work.name),
-                       lambda kind, values: None)  # fmt: skip
+        self.run = Run(
+            net,
+            data,
+            config,
+            Path(self.work.name),
+            self.params,
+            Path(self.work.name),
+            lambda kind, values: None,
+        )
         self.optimizer = sgd.make("sgd", momentum=config.momentum, weight_decay=0.0)
         self.progress = Progress()
 
@@ -93,16 +98,18 @@ class Torch(Trainer):
         super().__init__(net, data, config)
         self.model = peers.build("lenet5", softmax=False).train()
         peers.from_netdsl(self.model, self.params)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr,
-                                         momentum=config.momentum)  # fmt: skip
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum
+        )
         self.loss = torch.nn.CrossEntropyLoss()
 
     def step(self) -> None:
         index, lr, epoch, step = self.next()
         x, y = self.data.x_train[index], self.data.y_train[index]
         if self.config.shift:
-            x = shifted(x, self.config.shift, np.random.default_rng([self.config.seed, epoch,
-                                                                     step, 2]))  # fmt: skip
+            x = shifted(
+                x, self.config.shift, np.random.default_rng([self.config.seed, epoch, step, 2])
+            )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad()
@@ -118,22 +125,29 @@ class Torch(Trainer):
         return float((logits.argmax(1).numpy() == self.data.y_test).mean())
 
 
-def throughput(net: netdsl.ShapedNet, data: datasets.Dataset, batch: int, threads: int,
-               rounds: int) -> dict[str, Any]:  # fmt: skip
+def throughput(
+    net: netdsl.ShapedNet, data: datasets.Dataset, batch: int, threads: int, rounds: int
+) -> dict[str, Any]:
     torch.set_num_threads(threads)
     config = Config(batch=batch, threads=threads, epochs=5)
     ours, theirs = Netdsl(net, data, config), Torch(net, data, config)
-    timings = interleaved({"netdsl": ours.step, "torch": theirs.step}, rounds, min_turn_s=0.5,
-                          warmup=2)  # fmt: skip
+    timings = interleaved(
+        {"netdsl": ours.step, "torch": theirs.step}, rounds, min_turn_s=0.5, warmup=2
+    )
     ips = {k: batch / t.median for k, t in timings.items()}
-    return {"batch": batch, "threads": threads, "netdsl_images_per_s": round(ips["netdsl"]),
-            "torch_images_per_s": round(ips["torch"]),
-            "ratio": round(ips["netdsl"] / ips["torch"], 3),
-            "dropped_turns": {k: t.dropped_turns for k, t in timings.items()}}  # fmt: skip
+    return {
+        "batch": batch,
+        "threads": threads,
+        "netdsl_images_per_s": round(ips["netdsl"]),
+        "torch_images_per_s": round(ips["torch"]),
+        "ratio": round(ips["netdsl"] / ips["torch"], 3),
+        "dropped_turns": {k: t.dropped_turns for k, t in timings.items()},
+    }
 
 
-def accuracy(net: netdsl.ShapedNet, data: datasets.Dataset, batch: int, threads: int,
-             epochs: int) -> dict[str, Any]:  # fmt: skip
+def accuracy(
+    net: netdsl.ShapedNet, data: datasets.Dataset, batch: int, threads: int, epochs: int
+) -> dict[str, Any]:
     torch.set_num_threads(threads)
     config = Config(batch=batch, threads=threads, epochs=epochs)
     result: dict[str, Any] = {"batch": batch, "threads": threads, "epochs": epochs}
@@ -166,9 +180,11 @@ def main() -> int:
         for batch in (int(b) for b in args.batch.split(",")):
             rows.append(throughput(net, data, batch, threads, args.rounds))
             r = rows[-1]
-            print(f"batch {batch:4} threads {threads}: netdsl {r['netdsl_images_per_s']:>7,} "
-                  f"img/s, torch {r['torch_images_per_s']:>7,} img/s, ratio {r['ratio']:.2f}",
-                  flush=True)  # fmt: skip
+            print(
+                f"batch {batch:4} threads {threads}: netdsl {r['netdsl_images_per_s']:>7,} "
+                f"img/s, torch {r['torch_images_per_s']:>7,} img/s, ratio {r['ratio']:.2f}",
+                flush=True,
+            )
     header = ["batch", "threads", "netdsl img/s", "PyTorch img/s", "ratio"]
     print(
         markdown(
@@ -199,8 +215,16 @@ def main() -> int:
             ],
         )
     )
-    write_json(args.json, {"machine": machine(), "load_before": load_seen, "throughput": rows,
-                           "accuracy": acc, "data": data.describe()})  # fmt: skip
+    write_json(
+        args.json,
+        {
+            "machine": machine(),
+            "load_before": load_seen,
+            "throughput": rows,
+            "accuracy": acc,
+            "data": data.describe(),
+        },
+    )
     return 0
 
 

@@ -2,7 +2,7 @@
 tables.
 
 Not part of the pipeline; bench/*.py import it as `bench.common` (run them from the project's
-root as `python -m bench.NAME` or `python bench/NAME.py`).
+root as `python -m bench.NAME` or `python -m bench.NAME`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,18 @@ def machine() -> dict[str, Any]:
     except OSError:
         return info
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    keys = ("Model name", "CPU family", "Model", "Core(s) per socket", "Thread(s) per core",
-            "BogoMIPS", "CPU max MHz", "L2 cache", "L3 cache", "Hypervisor vendor")  # fmt: skip
+    keys = (
+        "Model name",
+        "CPU family",
+        "Model",
+        "Core(s) per socket",
+        "Thread(s) per core",
+        "BogoMIPS",
+        "CPU max MHz",
+        "L2 cache",
+        "L3 cache",
+        "Hypervisor vendor",
+    )
     for key in keys:
         if key in fields:
             info[key] = fields[key].strip()
@@ -130,8 +140,9 @@ def interleaved(
         kept = [calls for calls, ok in done if ok] or [calls for calls, _ in done]
         flat = [x for calls in kept for x in calls]
         disturbed = len(done) - clean(name)
-        result[name] = Timing(statistics.median(flat), min(flat), len(flat), disturbed,
-                              clean(name) > 0)  # fmt: skip
+        result[name] = Timing(
+            statistics.median(flat), min(flat), len(flat), disturbed, clean(name) > 0
+        )
     return result
 
 
@@ -151,6 +162,8 @@ def wait_quiet(limit_s: float, threshold: float = 0.2) -> float:
     while busy > threshold and time.monotonic() < deadline:
         busy = busy_cpus(2.0)
     if busy > threshold:
-        print(f"warning: other processes keep {busy:.1f} CPUs busy; timings will be noisy",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: other processes keep {busy:.1f} CPUs busy; timings will be noisy",
+            file=sys.stderr,
+        )
     return busy

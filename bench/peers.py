@@ -20,8 +20,12 @@ from torch import Tensor, nn
 # torch's batch-norm tensor names -> netdsl's (`num_batches_tracked` has no counterpart).
 BN = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
 DEPTHS = {
-    18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)
-}  # fmt: skip
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
 
 
 class LeNet5(nn.Module):
@@ -130,10 +134,14 @@ class VGG16(nn.Module):
             layers.append(nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
             nn.Linear(4096, classes),
-        )  # fmt: skip
+        )
         self.softmax = softmax
 
     def forward(self, x: Tensor) -> Tensor:
@@ -164,8 +172,11 @@ def netdsl_names(model: nn.Module) -> dict[str, str]:
     mapping against the net itself.
     """
     if isinstance(model, LeNet5):
-        return {f"{m}.{w}": f"{m}.{w}" for m in ("conv1", "conv2", "conv3", "fc1", "fc2")
-                for w in ("weight", "bias")}  # fmt: skip
+        return {
+            f"{m}.{w}": f"{m}.{w}"
+            for m in ("conv1", "conv2", "conv3", "fc1", "fc2")
+            for w in ("weight", "bias")
+        }
     names: dict[str, str] = {}
     if isinstance(model, VGG16):
         convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
@@ -211,14 +222,18 @@ def _bn(torch_name: str, netdsl_name: str) -> dict[str, str]:
 def to_netdsl(model: nn.Module) -> dict[str, np.ndarray]:
     """The peer's weights as float32 arrays under netdsl tensor names."""
     state = model.state_dict()
-    return {n: state[t].detach().cpu().numpy().astype(np.float32)
-            for t, n in netdsl_names(model).items()}  # fmt: skip
+    return {
+        n: state[t].detach().cpu().numpy().astype(np.float32)
+        for t, n in netdsl_names(model).items()
+    }
 
 
 def from_netdsl(model: nn.Module, tensors: Mapping[str, np.ndarray]) -> None:
     """Load weights named as netdsl names them into the peer (every tensor must be given)."""
-    state = {t: torch.from_numpy(np.asarray(tensors[n], np.float32))
-             for t, n in netdsl_names(model).items()}  # fmt: skip
+    state = {
+        t: torch.from_numpy(np.asarray(tensors[n], np.float32))
+        for t, n in netdsl_names(model).items()
+    }
     model.load_state_dict(state, strict=False)
 
 
@@ -239,8 +254,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 def check_names(model: nn.Module, net: object) -> list[str]:
     """Problems with `netdsl_names(model)` against a netdsl ShapedNet: netdsl weights not
     covered, names netdsl does not have, shapes that differ. Empty when they agree."""
-    want = {f"{node.name}.{w.name}": tuple(w.shape)
-            for node in net.nodes for w in node.weights}  # type: ignore[attr-defined]  # fmt: skip
+    want = {f"{node.name}.{w.name}": tuple(w.shape) for node in net.nodes for w in node.weights}  # type: ignore[attr-defined]
     state = model.state_dict()
     mapped = netdsl_names(model)
     problems = [f"netdsl weight {n} not covered" for n in sorted(set(want) - set(mapped.values()))]

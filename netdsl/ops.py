@@ -2,7 +2,7 @@
 
 Used by `expand.py` to turn a call like `conv3x3/2(64, bias=false)` into a layer with normalised
 attributes (`k=(3, 3)`, `s=(2, 2)`, `p="same"`, ...). Shape rules (`shapes.py`) and emitters
-(`netdsl.backends.onnx`) are keyed by the same op names.
+(`netdsl.backends.onnx.emit`) are keyed by the same op names.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Used by `shapes.py`. A rule takes the layer's normalised attributes and its inpu
 returns the output shape, the fully resolved attributes a backend needs (explicit pads, groups,
 bias), the weight tensors, the multiply-adds and how the layer moves the receptive field. It
 raises `ShapeError` with the formula and its numbers when the shapes do not fit. The ONNX emitter
-(`netdsl.backends.onnx`) has a table keyed by the same names; a test checks that they agree.
+(`netdsl.backends.onnx.emit`) has a table keyed by the same names; a test checks that they agree.
 """
 
 from __future__ import annotations

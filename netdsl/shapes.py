@@ -90,7 +90,7 @@ class ShapedNet:
 
     def to_onnx(self, **options: Any) -> Any:
         """This net as an ONNX model: `netdsl.backends.onnx.to_onnx(net, **options)`."""
-        from netdsl.backends.onnx import to_onnx
+        from netdsl.backends.onnx.emit import to_onnx
 
         return to_onnx(self, **options)
 

@@ -1,0 +1,256 @@
+"""Weights for the ONNX emitter: fresh initialisation, loading from a file, batch-norm folding.
+
+Sits between the shaped net and `backends/onnx.py`: it turns the `Weight`s of every `Node` into
+numpy arrays keyed by the initializer names the emitter uses (`stage2.bottleneck1.conv2.weight`).
+Each tensor draws from its own generator, seeded by the seed and its name, so the same seed gives
+the same bytes and adding a layer leaves the other layers' weights as they were. A file of
+weights (`.npz` keyed by tensor name, or an `.onnx` by initializer name) replaces the tensors
+whose names and shapes match; what did not match is reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from netdsl.rules import Weight, dims
+from netdsl.shapes import Node, ShapedNet
+from netdsl.source import NetError
+
+INITS = ("auto", "he", "glorot", "normal")
+Params = dict[str, np.ndarray]
+
+
+def tensor_name(node: Node, weight: Weight) -> str:
+    return f"{node.name}.{weight.name}"
+
+
+def choose_init(net: ShapedNet, init: str) -> str:
+    """`auto` is He for nets with a ReLU, Glorot otherwise (LeNet-5's tanh)."""
+    if init not in INITS:
+        raise NetError(f"unknown init '{init}' (choose one of {', '.join(INITS)})")
+    if init != "auto":
+        return init
+    return "he" if any(n.op in ("relu", "leakyrelu") for n in net.nodes) else "glorot"
+
+
+def initialise(
+    net: ShapedNet,
+    init: str = "auto",
+    seed: int = 0,
+    provided: Mapping[str, np.ndarray] | None = None,
+) -> Params:
+    """Fresh weights: `he` or `glorot` normal, or `normal` N(0, 0.01) as in AlexNet and VGG;
+    biases 0; batch norm scale 1, bias 0, mean 0, var 1. A tensor that `provided` holds with
+    the right shape is left unfilled (`np.empty`): `merge` replaces it, and drawing it first
+    would be wasted time (most of the emission time of a large net)."""
+    init = choose_init(net, init)
+    provided = provided or {}
+    params: Params = {}
+    for node in net.nodes:
+        for weight in node.weights:
+            name = tensor_name(node, weight)
+            if name in provided and tuple(provided[name].shape) == weight.shape:
+                params[name] = np.empty(weight.shape, dtype=np.float32)
+            else:
+                params[name] = _fresh(node, weight, init, [seed, zlib.crc32(name.encode())])
+    return params
+
+
+def _fresh(node: Node, weight: Weight, init: str, seed: list[int]) -> np.ndarray:
+    if weight.name != "weight":
+        value = 1.0 if weight.name in ("scale", "var") else 0.0
+        return np.full(weight.shape, value, dtype=np.float32)
+    fan_in, fan_out = _fans(node, weight.shape)
+    std = {"he": math.sqrt(2.0 / fan_in), "glorot": math.sqrt(2.0 / (fan_in + fan_out))}
+    rng = np.random.default_rng(seed)
+    sample = rng.standard_normal(weight.shape, dtype=np.float32)
+    sample *= np.float32(std.get(init, 0.01))
+    return sample
+
+
+def _fans(node: Node, shape: tuple[int, ...]) -> tuple[float, float]:
+    """How many inputs feed one output, and how many outputs one input feeds."""
+    if node.op == "fc":
+        return shape[1], shape[0]
+    area = math.prod(shape[2:])
+    groups = node.attrs["groups"]
+    if node.op == "deconv":  # weight is (c_in, c_out/groups, kh, kw); stride spreads it out
+        stride = math.prod(node.attrs["s"])
+        return max(shape[0] / groups * area / stride, 1.0), shape[1] * area / stride
+    return shape[1] * area, shape[0] / groups * area
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What a weights file gave: how many tensors, and which names kept fresh values."""
+
+    source: str  # 'path' (quoted) or "the given tensors"
+    loaded: int
+    total: int
+    fresh: tuple[str, ...]
+    unused: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+    def describe(self) -> str:
+        text = f"loaded {self.loaded} of {self.total} tensors from {self.source}"
+        for label, names in (
+            ("fresh", self.fresh),
+            ("shape mismatch, kept fresh", self.skipped),
+            ("unused", self.unused),
+        ):
+            if names:
+                more = f" and {len(names) - 8} more" if len(names) > 8 else ""
+                text += f"; {label}: {', '.join(names[:8])}{more}"
+        return text
+
+
+def read(path: str | Path) -> Params:
+    """The tensors of a `.npz` (by key) or an `.onnx` file (by initializer name)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".onnx"):
+        hint = "save a dict of arrays with numpy.savez(path, **{name: array})"
+        raise NetError(f"weights must be a .npz or an .onnx file, got '{path}'", None, [hint])
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(path))
+        return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        kind = "an .npz archive" if suffix == ".npz" else "an ONNX model"
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise NetError(f"cannot read weights '{path}' as {kind}: {reason}") from None
+    except Exception as error:  # protobuf's DecodeError: a file that is not ONNX
+        raise NetError(
+            f"cannot read weights '{path}' as an ONNX model: {type(error).__name__}: {error}"
+        ) from None
+
+
+def given(path: str | Path | Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+    """The tensors of a weights file (or a mapping of arrays), and how to name their origin."""
+    if isinstance(path, (str, Path)):
+        return read(path), f"'{path}'"
+    return {k: np.asarray(v) for k, v in path.items()}, "the given tensors"
+
+
+def merge(
+    fresh: Params,
+    path: str | Path | Mapping[str, np.ndarray],
+    *,
+    skip_mismatched: bool = False,
+    where: str = "",
+) -> tuple[Params, Loaded]:
+    """Replace fresh tensors by those of the file (or the mapping of arrays) whose names and
+    shapes match."""
+    given_tensors, origin = given(path)
+    where = where or origin
+    tensors = given_tensors
+    if not fresh:
+        raise NetError(f"the net has no weights to load from {where}")
+    common = [name for name in fresh if name in tensors]
+    wrong = [name for name in common if tuple(tensors[name].shape) != fresh[name].shape]
+    if not common:
+        notes = [
+            f"the file has {', '.join(repr(n) for n in list(tensors)[:3]) or 'no tensors'}",
+            f"the net expects {', '.join(repr(n) for n in list(fresh)[:3])}",
+        ]
+        raise NetError(
+            f"no tensor in {where} has a name of this net's {len(fresh)} tensors", None, notes
+        )
+    if wrong and not skip_mismatched:
+        shown = "; ".join(
+            f"{n} is {dims(tensors[n].shape)} in the file, the net wants {dims(fresh[n].shape)}"
+            for n in wrong[:4]
+        )
+        more = f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""
+        raise NetError(
+            f"{len(wrong)} tensor(s) of {where} do not fit the net: {shown}{more}",
+            None,
+            [
+                "to fine-tune with a new head, pass --skip-mismatched "
+                "(skip_mismatched=True) to keep fresh weights for them"
+            ],
+        )
+    merged = dict(fresh)
+    for name in common:
+        if name in wrong:
+            continue
+        value = tensors[name]
+        if not np.issubdtype(value.dtype, np.floating):
+            raise NetError(f"{where}: tensor {name} holds {value.dtype} values, not floats")
+        merged[name] = value.astype(np.float32, copy=False)
+    report = Loaded(
+        where,
+        len(common) - len(wrong),
+        len(fresh),
+        tuple(n for n in fresh if n not in tensors),
+        tuple(n for n in tensors if n not in fresh),
+        tuple(wrong),
+    )
+    return merged, report
+
+
+def save_npz(params: Mapping[str, np.ndarray], path: str | Path) -> None:
+    try:
+        np.savez(path, **params)  # type: ignore[arg-type]
+    except OSError as error:
+        raise NetError(f"cannot write '{path}': {error.strerror}") from None
+
+
+# ---- batch-norm folding ----------------------------------------------------------------------
+
+FOLDABLE = ("conv", "dwconv", "deconv", "fc")
+
+
+def foldable(net: ShapedNet) -> dict[int, int]:
+    """Batch norms that can fold into the layer before them: bn index -> that layer's index."""
+    users: dict[int, int] = {}
+    for node in net.nodes:
+        for j in node.inputs:
+            users[j] = users.get(j, 0) + 1
+    return {
+        i: node.inputs[0]
+        for i, node in enumerate(net.nodes)
+        if node.op == "bn"
+        and net.nodes[node.inputs[0]].op in FOLDABLE
+        and users[node.inputs[0]] == 1
+    }
+
+
+def fold_bn(net: ShapedNet, params: Params) -> tuple[Params, dict[int, int]]:
+    """Fold each foldable batch norm into the weights and bias of the layer before it:
+    W' = W * s, b' = (b - mean) * s + beta with s = gamma / sqrt(var + eps)."""
+    folded = foldable(net)
+    params = dict(params)
+    for i, j in folded.items():
+        bn, layer = net.nodes[i], net.nodes[j]
+        get = {
+            w: params.pop(f"{bn.name}.{w}").astype(np.float64)
+            for w in ("scale", "bias", "mean", "var")
+        }
+        s = get["scale"] / np.sqrt(get["var"] + bn.attrs["eps"])
+        w = params[f"{layer.name}.weight"].astype(np.float64)
+        b = params.get(f"{layer.name}.bias", np.zeros(len(s))).astype(np.float64)
+        if layer.op == "deconv":
+            g = layer.attrs["groups"]
+            grouped = w.reshape(g, w.shape[0] // g, w.shape[1], *w.shape[2:])
+            w = (grouped * s.reshape(g, 1, -1, *([1] * (w.ndim - 2)))).reshape(w.shape)
+        else:
+            w = w * s.reshape(-1, *([1] * (w.ndim - 1)))
+        params[f"{layer.name}.weight"] = w.astype(np.float32)
+        params[f"{layer.name}.bias"] = ((b - get["mean"]) * s + get["bias"]).astype(np.float32)
+    return params, folded

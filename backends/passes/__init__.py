@@ -1,0 +1,1 @@
+"""Transforms of weights and ONNX graphs: batch-norm folding, fp16, int8 (QDQ)."""

@@ -1,0 +1,1 @@
+"""Running artefacts: onnxruntime sessions, inputs, timing, and the comparison of two artefacts."""

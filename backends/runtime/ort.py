@@ -1,0 +1,252 @@
+"""Running compiled nets with onnxruntime: sessions, inputs, top-k, benchmarks.
+
+After `backends/onnx.py` in the pipeline: it takes an ONNX model (a `ModelProto` from `to_onnx`
+or an `.onnx` file, netdsl's or anyone's) and runs it. Inputs come from arrays, `.npy` files or
+images (resized to the net's input size, scaled to [0, 1]). Whatever a user can get wrong (a
+corrupt or foreign model, an input of the wrong shape or type, an unreadable image, a provider
+that is not installed) comes out as a one-line `NetError` saying what was expected.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from netdsl.source import NetError
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+LEVELS = ("disable", "basic", "extended", "all")
+Model = onnx.ModelProto | str | Path
+
+
+def read_model(path: str | Path) -> onnx.ModelProto:
+    """An `.onnx` file's graph (external weights are left on disk), or a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise NetError(f"no such file: '{path}'")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError, or a truncated file
+        raise NetError(f"'{path}' is not an ONNX model ({_first_line(error)})") from None
+
+
+def session(
+    model: Model,
+    *,
+    provider: str = "cpu",
+    level: str = "all",
+    threads: int = 0,
+    inter_threads: int = 0,
+) -> Any:
+    """An onnxruntime InferenceSession; `threads` 0 lets onnxruntime choose."""
+    import onnxruntime as ort
+
+    if provider not in PROVIDERS:
+        raise NetError(f"unknown provider '{provider}' (choose {' or '.join(PROVIDERS)})")
+    if level not in LEVELS:
+        raise NetError(f"unknown optimisation level '{level}' (choose {', '.join(LEVELS)})")
+    available = ort.get_available_providers()
+    if PROVIDERS[provider] not in available:
+        have = ", ".join(k for k, v in PROVIDERS.items() if v in available)
+        raise NetError(
+            f"provider '{provider}' is not available in this onnxruntime "
+            f"(available: {have}); install onnxruntime-gpu for cuda"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel,
+        "ORT_ENABLE_ALL"
+        if level == "all"
+        else {
+            "disable": "ORT_DISABLE_ALL",
+            "basic": "ORT_ENABLE_BASIC",
+            "extended": "ORT_ENABLE_EXTENDED",
+        }[level],
+    )
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = inter_threads
+    options.log_severity_level = 3  # warnings about shapes would repeat what NetError says
+    name = "the model" if isinstance(model, onnx.ModelProto) else f"'{model}'"
+    if not isinstance(model, onnx.ModelProto):
+        read_model(model)  # a missing or corrupt file gets a clear message first
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    try:
+        sess = ort.InferenceSession(source, options, providers=[PROVIDERS[provider]])
+    except Exception as error:
+        raise NetError(f"onnxruntime cannot load {name}: {_first_line(error)}") from None
+    return sess
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.split(" : ")[-1] if text.startswith("[ONNXRuntimeError]") else text
+
+
+def input_shape(sess: Any) -> list[int | str]:
+    """The model's one float input, as [batch, C, H, W] with names for free dimensions."""
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise NetError(
+            f"the model takes {len(inputs)} inputs ({names}); netdsl runs models "
+            f"with one image input"
+        )
+    meta = inputs[0]
+    if meta.type != "tensor(float)":
+        raise NetError(
+            f"the model's input '{meta.name}' is {meta.type}; netdsl feeds tensor(float) (float32)"
+        )
+    return [d if isinstance(d, int) else str(d or "?") for d in meta.shape]
+
+
+def check_input(sess: Any, x: Any, what: str = "input") -> np.ndarray:
+    """`x` as a float32 batch the model accepts; a single image gets a batch of 1."""
+    want = input_shape(sess)
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        hint = " (scale images to [0, 1] first)" if x.dtype == np.uint8 else ""
+        raise NetError(f"{what}: expected float32 values, got {x.dtype}{hint}")
+    given = x.shape
+    if x.ndim == len(want) - 1:
+        x = x[None]
+    fits = x.ndim == len(want) and all(
+        not isinstance(d, int) or d == n for d, n in zip(want, x.shape, strict=True)
+    )
+    if not fits:
+        one, got = "x".join(map(str, want[1:])), "x".join(map(str, given)) or "a scalar"
+        raise NetError(
+            f"{what}: expected an array of shape {'x'.join(map(str, want))} (or "
+            f"{one} for one image), got {got}"
+        )
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def run(model: Model | Any, x: Any, **options: Any) -> np.ndarray:
+    """The model's output for `x` (a batch, or one image); `model` may be a session."""
+    sess: Any = model if hasattr(model, "get_inputs") else session(model, **options)
+    x = check_input(sess, x)
+    out: np.ndarray = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return out
+
+
+# ---- inputs ----------------------------------------------------------------------------------
+
+
+def image_size(sess: Any) -> tuple[int, int, int]:
+    """(C, H, W) of the model's input, which an image must be resized to."""
+    want = input_shape(sess)
+    if len(want) != 4 or not all(isinstance(d, int) for d in want[1:]):
+        raise NetError(
+            f"the model's input is {'x'.join(map(str, want))}, not a fixed "
+            f"N x C x H x W image size; pass a .npy array instead"
+        )
+    c, h, w = (int(d) for d in want[1:])
+    return c, h, w
+
+
+def load_input(path: str | Path, sess: Any) -> np.ndarray:
+    """An input for the session's model from a `.npy` array (as saved) or an image file
+    (resized to the model's input size, scaled to [0, 1])."""
+    path = Path(path)
+    if not path.is_file():
+        raise NetError(f"no such file: '{path}'")
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.asarray(np.load(path, allow_pickle=False))
+        except (OSError, ValueError, EOFError) as error:
+            raise NetError(f"cannot read '{path}' as a .npy array: {_first_line(error)}") from None
+    return load_image(path, image_size(sess))
+
+
+def load_image(path: str | Path, size: tuple[int, int, int]) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = size
+    if c not in (1, 3):
+        raise NetError(f"the net takes {c} channels; an image gives 1 or 3 (pass a .npy array)")
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("L" if c == 1 else "RGB")
+            image = image.resize((w, h), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise NetError(f"cannot read '{path}' as an image: {_first_line(error)}") from None
+    return pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
+
+
+def random_input(shape: Sequence[int], seed: int = 0) -> np.ndarray:
+    """Uniform in [0, 1): never all zeros, so a wrong weight cannot hide."""
+    return np.random.default_rng(seed).random(tuple(shape), dtype=np.float32)
+
+
+def top_k(scores: np.ndarray, k: int = 5) -> list[list[tuple[int, float]]]:
+    """For each image of a (batch, classes) output: the k best (class, score), best first."""
+    if scores.ndim != 2:
+        raise NetError(f"top-k needs a (batch, classes) output, got {scores.shape}")
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [
+        [(int(i), float(row[i])) for i in best] for row, best in zip(scores, order, strict=True)
+    ]
+
+
+# ---- benchmarks ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    batch: int
+    median_ms: float
+    min_ms: float
+    images_per_s: float
+    repeats: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def bench(
+    model: Model,
+    batches: Sequence[int] = (1, 8, 64),
+    *,
+    repeats: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+    **options: Any,
+) -> list[Timing]:
+    """Median latency and throughput of the model for each batch size, on random inputs."""
+    if repeats < 1 or warmup < 0 or any(b < 1 for b in batches):
+        raise NetError("repeats and batch sizes must be >= 1, warmup >= 0")
+    sess = session(model, **options)
+    want = input_shape(sess)
+    fixed = want[0] if isinstance(want[0], int) else None
+    if fixed is not None and any(b != fixed for b in batches):
+        raise NetError(
+            f"the model has a fixed batch size of {fixed}; bench it with --batch "
+            f"{fixed}, or compile it without --batch"
+        )
+    if not all(isinstance(d, int) for d in want[1:]):
+        raise NetError(
+            f"the model's input {'x'.join(map(str, want))} has free dimensions "
+            f"besides the batch; netdsl cannot choose them"
+        )
+    name = sess.get_inputs()[0].name
+    timings = []
+    for b in batches:
+        x = random_input([b, *(int(d) for d in want[1:])], seed)
+        for _ in range(warmup):
+            sess.run(None, {name: x})
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sess.run(None, {name: x})
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        timings.append(Timing(b, median * 1e3, min(times) * 1e3, b / median, repeats))
+    return timings

@@ -1,0 +1,325 @@
+"""Shaped net -> the training form of its ONNX graph, the one onnxruntime-training differentiates.
+
+Sits beside `backends/onnx.py` and reuses its `Emitter` and `EMITTERS` table, overriding the ops
+whose ONNX form onnxruntime-training 1.19.2 cannot train: batch norm (its BatchNormalization
+never writes back running statistics, and its eval model is invalid) becomes primitive ops over
+the batch, with each norm's batch mean and variance exposed as graph outputs so that the trainer
+keeps the running statistics; dropout becomes a product with a mask that the trainer draws from
+a seeded generator (a graph input, so runs are deterministic and resumable); LRN becomes squares
+and a channel-window sum; global max pooling a max pool over the whole map, and a sum of three
+branches or more a chain of Adds (ReduceMax and Sum have no gradient); average pooling (whose
+CPU gradient kernel dies of SIGFPE in 1.19.2) a depthwise convolution with a constant kernel.
+The final softmax of a classifier is dropped: the loss takes the logits. Ops with no gradient and
+no exact lowering (deconv) are refused before training, naming the layer and its `.net` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from netdsl.backends.onnx import emit
+from netdsl.backends.onnx.weights import Params
+from netdsl.shapes import Node, ShapedNet
+from netdsl.source import NetError
+
+OPSET = 17
+LOGITS = "logits"
+REFUSED = {"deconv": "ConvTranspose has no CPU gradient in onnxruntime-training 1.19.2"}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """A batch norm's outputs in the training graph: the batch mean and (biased) variance, and
+    how many values per image each channel's statistics average over (H*W, or 1)."""
+
+    layer: str
+    mean: str
+    var: str
+    channels: int
+    per_image: int
+    momentum: float
+
+
+@dataclass(frozen=True, slots=True)
+class Mask:
+    """A dropout's mask input: shape per image, and the drop probability."""
+
+    layer: str
+    input: str
+    shape: tuple[int, ...]
+    p: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrainGraph:
+    model: onnx.ModelProto
+    stats: tuple[BatchStats, ...]
+    masks: tuple[Mask, ...]
+    classes: int
+
+
+def check_trainable(net: ShapedNet) -> int:
+    """Refuse what cannot be trained, before any work; return the number of classes."""
+    for node in net.nodes:
+        if node.op in REFUSED:
+            raise NetError(
+                f"cannot train {node.name} ({node.op}): {REFUSED[node.op]}",
+                node.span,
+                [
+                    "netdsl train supports every other op; compile this net with "
+                    "`netdsl compile` and train it elsewhere"
+                ],
+            )
+    out = net.nodes[net.output]
+    if len(out.shape) != 1 or out.shape[0] < 2:
+        raise NetError(
+            f"netdsl train trains classifiers: the output of {net.name} must be a "
+            f"vector of at least 2 class scores, got {'x'.join(map(str, out.shape))}",
+            out.span,
+        )
+    return out.shape[0]
+
+
+def training_graph(net: ShapedNet, params: Params) -> TrainGraph:
+    """The training form of `net` with `params` as initializers (see the module's docstring)."""
+    classes = check_trainable(net)
+    e = emit.Emitter(net, params, "train")
+    table = {**emit.EMITTERS, **TRAINING_EMITTERS}
+    for i, node in enumerate(net.nodes):
+        e.layer, e.index = node, i
+        xs = [e.tensors[j] for j in node.inputs]
+        if node.op == "input":
+            e.tensors.append("input")
+        elif node.op == "softmax" and i == net.output:
+            e.tensors.append(xs[0])  # the loss takes logits
+        else:
+            e.tensors.append(table[node.op](e, node, xs))
+    e.layer = net.nodes[net.output]
+    e.add("Identity", [e.tensors[net.output]], [LOGITS], ".logits")
+    stats = tuple(_stats(n) for n in net.nodes if n.op == "bn")
+    masks = tuple(
+        Mask(n.name, f"{n.name}.mask", n.shape, float(n.attrs["p"]))
+        for n in net.nodes
+        if n.op == "dropout"
+    )
+    inputs = [_value("input", ["N", *net.input_shape])]
+    inputs += [_value(m.input, ["N", *m.shape]) for m in masks]
+    outputs = [_value(LOGITS, ["N", classes])]
+    for s in stats:
+        outputs += [_value(s.mean, [s.channels]), _value(s.var, [s.channels])]
+    graph = helper.make_graph(e.nodes, f"{net.name}_training", inputs, outputs)
+    used = {name for node in e.nodes for name in node.input}
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in params.items() if k in used)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="netdsl"
+    )
+    model.ir_version = emit.IR_VERSION
+    return TrainGraph(model, stats, masks, classes)
+
+
+def _stats(node: Node) -> BatchStats:
+    per_image = int(np.prod(node.shape[1:])) if len(node.shape) > 1 else 1
+    return BatchStats(
+        node.name,
+        f"{node.name}.batch_mean",
+        f"{node.name}.batch_var",
+        node.shape[0],
+        per_image,
+        float(node.attrs["momentum"]),
+    )
+
+
+def _value(name: str, shape: Sequence[int | str]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+# ---- the training emitters: same signature as backends/onnx.py's ------------------------------
+
+
+class Builder(Protocol):
+    """What the emitters use of backends/onnx.py's `Emitter` (typed here: mypy sees that module
+    as untyped)."""
+
+    net: ShapedNet
+
+    def add(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str] | None = None,
+        suffix: str = "",
+        **attrs: Any,
+    ) -> str: ...
+
+    def weight(self, name: str) -> str: ...
+
+    def const(self, suffix: str, value: np.ndarray) -> str: ...
+
+
+def bn(e: Builder, node: Node, xs: list[str]) -> str:
+    """y = (x - mean) / sqrt(var + eps) * scale + bias over the batch (and space)."""
+    n, spatial = node.name, len(node.shape) > 1
+    axes = [0, 2, 3] if spatial else [0]
+    mean = e.add("ReduceMean", xs, [f"{n}.mu"], ".mu", axes=axes, keepdims=1)
+    centred = e.add("Sub", [xs[0], mean], [f"{n}.centred"], ".centred")
+    square = e.add("Mul", [centred, centred], [f"{n}.square"], ".square")
+    var = e.add("ReduceMean", [square], [f"{n}.sigma2"], ".sigma2", axes=axes, keepdims=1)
+    eps = e.const(".eps", np.array(node.attrs["eps"], dtype=np.float32))
+    std = e.add(
+        "Sqrt", [e.add("Add", [var, eps], [f"{n}.var_eps"], ".var_eps")], [f"{n}.std"], ".std"
+    )
+    normed = e.add("Div", [centred, std], [f"{n}.normed"], ".normed")
+    channels = e.const(".channels", np.array([node.shape[0]], dtype=np.int64))
+    e.add("Reshape", [mean, channels], [f"{n}.batch_mean"], ".batch_mean")
+    e.add("Reshape", [var, channels], [f"{n}.batch_var"], ".batch_var")
+    scale, bias = e.weight("scale"), e.weight("bias")
+    if spatial:
+        axes_hw = e.const(".hw", np.array([1, 2], dtype=np.int64))
+        scale = e.add("Unsqueeze", [scale, axes_hw], [f"{n}.scale_chw"], ".scale_chw")
+        bias = e.add("Unsqueeze", [bias, axes_hw], [f"{n}.bias_chw"], ".bias_chw")
+    scaled = e.add("Mul", [normed, scale], [f"{n}.scaled"], ".scaled")
+    return e.add("Add", [scaled, bias])
+
+
+def dropout(e: Builder, node: Node, xs: list[str]) -> str:
+    """x * mask; the trainer feeds a mask of 0 and 1/(1-p)."""
+    return e.add("Mul", [xs[0], f"{node.name}.mask"])
+
+
+def lrn(e: Builder, node: Node, xs: list[str]) -> str:
+    """ONNX LRN: x / (k + alpha/size * sum of x^2 over a channel window)^beta, the window from
+    c - floor((size-1)/2) to c + ceil((size-1)/2), summed by a constant 1-D convolution."""
+    a, n = node.attrs, node.name
+    c, h, w = node.shape
+    size = int(a["size"])
+    square = e.add("Mul", [xs[0], xs[0]], [f"{n}.square"], ".square")
+    flat = e.const(".flat", np.array([-1, 1, c, h * w], dtype=np.int64))
+    rows = e.add("Reshape", [square, flat], [f"{n}.rows"], ".rows")
+    ones = e.const(".ones", np.ones((1, 1, size, 1), dtype=np.float32))
+    lo, hi = (size - 1) // 2, size // 2
+    window = e.add(
+        "Conv",
+        [rows, ones],
+        [f"{n}.window"],
+        ".window",
+        kernel_shape=[size, 1],
+        pads=[lo, 0, hi, 0],
+    )
+    back = e.const(".back", np.array([-1, c, h, w], dtype=np.int64))
+    summed = e.add("Reshape", [window, back], [f"{n}.sum"], ".sum")
+    factor = e.const(".factor", np.array(float(a["alpha"]) / size, dtype=np.float32))
+    k = e.const(".k", np.array(float(a["k"]), dtype=np.float32))
+    base = e.add(
+        "Add",
+        [e.add("Mul", [summed, factor], [f"{n}.scaled"], ".scaled"), k],
+        [f"{n}.base"],
+        ".base",
+    )
+    beta = e.const(".beta", np.array(float(a["beta"]), dtype=np.float32))
+    denom = e.add("Pow", [base, beta], [f"{n}.denom"], ".denom")
+    return e.add("Div", [xs[0], denom])
+
+
+def gmp(e: Builder, node: Node, xs: list[str]) -> str:
+    """A max pool whose window is the whole map (ReduceMax has no gradient either)."""
+    return e.add("MaxPool", xs, kernel_shape=list(e.net.nodes[node.inputs[0]].shape[1:]))
+
+
+def add(e: Builder, node: Node, xs: list[str]) -> str:
+    """A chain of Adds: Sum, for three inputs or more, has no gradient."""
+    total = xs[0]
+    for k, x in enumerate(xs[1:], 1):
+        last = k == len(xs) - 1
+        total = e.add(
+            "Add", [total, x], None if last else [f"{node.name}.sum{k}"], "" if last else f".sum{k}"
+        )
+    return total
+
+
+def avgpool(e: Builder, node: Node, xs: list[str]) -> str:
+    """A depthwise convolution with a constant 1/(kh*kw) kernel; where padding cuts a window,
+    a constant map rescales it so that padding is not counted, as in the inference form.
+    (Measured: faster to train than a mean over a reshape, strided slices or a matmul.)"""
+    a, n = node.attrs, node.name
+    size = e.net.nodes[node.inputs[0]].shape
+    c, (kh, kw), (sh, sw) = size[0], a["k"], a["s"]
+    pads = list(a["pads"])
+    for axis in (0, 1):  # ceil mode: the end padding that gives netdsl's size (as onnx.py does)
+        need = (node.shape[1 + axis] - 1) * a["s"][axis] + a["k"][axis] - size[1 + axis]
+        pads[2 + axis] = max(pads[2 + axis], need - pads[axis])
+    kernel = e.const(".kernel", np.full((c, 1, kh, kw), 1.0 / (kh * kw), dtype=np.float32))
+    out = e.add(
+        "Conv",
+        [xs[0], kernel],
+        [f"{n}.window"] if any(pads) else None,
+        ".window" if any(pads) else "",
+        kernel_shape=[kh, kw],
+        strides=[sh, sw],
+        pads=pads,
+        group=c,
+    )
+    if not any(pads):
+        return out
+    counts = _window_counts(size[1:], node.shape[1:], (kh, kw), (sh, sw), pads)
+    rescale = e.const(".rescale", (kh * kw / counts).astype(np.float32)[None, None])
+    return e.add("Mul", [out, rescale])
+
+
+def _window_counts(
+    size: tuple[int, ...],
+    out: tuple[int, ...],
+    k: tuple[int, int],
+    s: tuple[int, int],
+    pads: list[int],
+) -> np.ndarray:
+    """How many input pixels (not padding) each output's window covers."""
+    per_axis = []
+    for axis in (0, 1):
+        start = np.arange(out[axis]) * s[axis] - pads[axis]
+        stop = np.minimum(start + k[axis], size[axis])
+        per_axis.append(stop - np.maximum(start, 0))
+    return np.outer(per_axis[0], per_axis[1]).astype(np.float64)
+
+
+TRAINING_EMITTERS: dict[str, emit.Emit] = {
+    "bn": bn,
+    "dropout": dropout,
+    "lrn": lrn,
+    "gmp": gmp,
+    "add": add,
+    "avgpool": avgpool,
+}
+
+
+# ---- the inference model with trained weights: evaluation and model.onnx ----------------------
+
+
+def inference_model(
+    net: ShapedNet, params: Params, meta: dict[str, str] | None = None
+) -> onnx.ModelProto:
+    """`to_onnx(net, mode="inference")` with the trained weights and running statistics: the
+    model evaluated after each epoch is the one exported."""
+    model: onnx.ModelProto = emit.to_onnx(net, mode="inference", weights=params)
+    if meta:
+        props = {p.key: p.value for p in model.metadata_props}
+        helper.set_model_props(model, {**props, **meta})
+    return model
+
+
+def with_logits(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """A copy of an inference model with its logits (the input of a final softmax) as a second
+    output, for the loss; and their name ("output" where there is no softmax)."""
+    last = [n for n in model.graph.node if "output" in n.output]
+    if not last or last[0].op_type != "Softmax":
+        return model, "output"
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    classes = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    copy.graph.output.append(_value(last[0].input[0], ["N", classes]))
+    return copy, last[0].input[0]

@@ -1,0 +1,267 @@
+"""`netdsl train`: the command line of the training backend.
+
+The outermost layer of training: `register(subparsers)` adds the `train` subcommand (called from
+`backends/commands.py`); its handler loads the net, reads and fits the data
+(`backends/data.py`), runs `backends/train.py` with a progress bar on stderr, and prints where
+the run's files went. Heavy imports (numpy, onnxruntime, scikit-learn) happen only when the
+command runs. Every mistake is a `NetError`, printed by the CLI as `error: ...` (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from netdsl.source import NetError
+
+if TYPE_CHECKING:
+    from netdsl.backends.train.loop import Config
+
+TARGET = "a .net file, FILE:NET, or a zoo net's name (see `netdsl zoo`)"
+DATA = (
+    "digits (scikit-learn's, bundled; the default), mnist:DIR, cifar10:DIR, folder:DIR "
+    "(one sub-folder per class), npz:FILE (x_train, y_train, x_test, y_test)"
+)
+
+
+# (flag, type, metavar, help) of the options that take a value; None: the run's default
+OPTION_TABLE: tuple[tuple[str, type, str | None, str], ...] = (
+    ("--epochs", int, "N", "epochs (default 20)"),
+    ("--batch", int, "N", "batch size (default 32)"),
+    ("--optimizer", str, "sgd|adamw", "sgd with momentum (default) or adamw"),
+    ("--lr", float, None, "peak learning rate (default: sgd 0.1, adamw 0.001)"),
+    ("--momentum", float, None, "sgd momentum (default 0.9)"),
+    (
+        "--weight-decay",
+        float,
+        None,
+        "sgd: L2 added to the gradient (default 0); adamw: decoupled (default 0.01)",
+    ),
+    (
+        "--schedule",
+        str,
+        "constant|step|cosine",
+        "learning-rate schedule (default cosine, reaching 0 at the last step)",
+    ),
+    ("--step-size", int, "EPOCHS", "step schedule: multiply by --gamma every N epochs (10)"),
+    ("--gamma", float, None, "the step schedule's factor (default 0.1)"),
+    ("--shift", int, "PX", "augmentation: move training images by up to PX pixels (default 2)"),
+    ("--seed", int, None, "seeds the weights, data order, shifts and dropout (default 0)"),
+    ("--init", str, "auto|he|glorot|normal", "weight init (auto: He for ReLU nets, else Glorot)"),
+    ("--threads", int, "N", "onnxruntime intra-op threads (default 0: one per core)"),
+    (
+        "--checkpoint-every",
+        int,
+        "STEPS",
+        "checkpoint every N steps as well as after each epoch (default 200; 0: epochs only)",
+    ),
+)
+
+
+def register(subparsers: Any) -> None:
+    t = subparsers.add_parser(
+        "train",
+        help="train a classifier (onnxruntime-training, CPU)",
+        description="Train a classifier; write model.onnx, metrics.jsonl, "
+        "checkpoint.npz and curves.png to --out.",
+    )
+    t.add_argument("target", metavar="TARGET", help=TARGET)
+    t.add_argument("--data", default=None, metavar="SPEC", help=DATA)
+    t.add_argument(
+        "--download", action="store_true", help="mnist: fetch missing IDX files (sha256-checked)"
+    )
+    t.add_argument("--mirror", metavar="URL", help="mnist: where --download fetches from")
+    t.add_argument(
+        "--fit",
+        choices=("auto", "strict", "resize", "pad"),
+        default=None,
+        help="images of another size: resize (bilinear), pad (centre in zeros) or "
+        "strict (an error); auto resizes only the 8x8 digits",
+    )
+    for flag, kind, metavar, text in OPTION_TABLE:
+        choices = metavar.split("|") if metavar and "|" in metavar else None
+        t.add_argument(
+            flag, type=kind, metavar=None if choices else metavar, choices=choices, help=text
+        )
+    t.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the run's folder (default runs/NET, or runs/NET-2 ... if taken)",
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (default: the latest runs/NET*)",
+    )
+    t.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start from the weights of an .onnx or .npz file, matched by name",
+    )
+    t.add_argument(
+        "--skip-mismatched",
+        action="store_true",
+        help="with --init-from: keep fresh weights where shapes differ (a new head)",
+    )
+    t.add_argument(
+        "--freeze",
+        action="append",
+        metavar="PATTERN",
+        help="keep the tensors an fnmatch pattern matches fixed, e.g. 'conv1.*' (repeatable)",
+    )
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a net parameter, e.g. --set classes=10",
+    )
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    t.set_defaults(func=cmd_train)
+
+
+OPTIONS = tuple(flag[2:].replace("-", "_") for flag, *_ in OPTION_TABLE)
+RESUMABLE = ("epochs", "threads", "checkpoint_every")
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    """The run's settings: the options given, the defaults for the rest."""
+    from netdsl.backends.train import optim as sgd
+    from netdsl.backends.train.loop import Config
+
+    given: dict[str, Any] = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+    optimizer = given.get("optimizer", "sgd")
+    given.setdefault("lr", sgd.DEFAULT_LR[optimizer])
+    given.setdefault("weight_decay", 0.01 if optimizer == "adamw" else 0.0)
+    for key in ("epochs", "batch", "step_size"):
+        if key in given and given[key] < 1:
+            raise NetError(f"--{key.replace('_', '-')} must be at least 1, got {given[key]}")
+    for key in ("shift", "threads", "checkpoint_every", "weight_decay", "momentum"):
+        if given.get(key, 0) < 0:
+            raise NetError(f"--{key.replace('_', '-')} cannot be negative, got {given[key]}")
+    if given["lr"] <= 0:
+        raise NetError(f"--lr must be positive, got {given['lr']}")
+    return Config(
+        **given,
+        fit=args.fit or "auto",
+        freeze=tuple(args.freeze or ()),
+        init_from=args.init_from,
+        skip_mismatched=args.skip_mismatched,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from netdsl.api import load
+    from netdsl.backends.data import sources as datasets
+    from netdsl.backends.train import files
+    from netdsl.backends.train.graph import check_trainable
+    from netdsl.backends.train.loop import saved_config, train
+    from netdsl.cli import overrides
+
+    net = load(args.target, overrides=overrides(args.set))
+    classes = check_trainable(net)
+    config = config_from(args)
+    out = Path(args.out) if args.out else _default_out(net.name, args.resume)
+    spec = args.data
+    if args.resume:
+        saved = files.load_checkpoint(out, net)  # the errors come before any work
+        _check_resume(args, out, saved_config(saved))
+        spec = spec or saved.meta.get("data") or None
+        given = {k: getattr(config, k) for k in RESUMABLE if getattr(args, k) is not None}
+        config = replace(saved_config(saved), **given)
+    elif (out / files.CHECKPOINT).exists():
+        raise NetError(
+            f"'{out}' already holds a run ({files.CHECKPOINT})",
+            None,
+            ["pass --resume to continue it, or choose another --out"],
+        )
+    spec = spec or "digits"
+    data = datasets.load(spec, download=args.download, mirror=args.mirror)
+    data = datasets.fit(data, net.input_shape, classes, net.name, config.fit)
+    bar = Bar(sys.stderr, quiet=args.quiet)
+    bar(
+        "note",
+        {"text": f"training {net.name} ({net.params:,} parameters) on {data.describe()} -> {out}/"},
+    )
+    for note in data.notes:
+        bar("note", {"text": f"note: {note}"})
+    history = train(net, data, config, out, resume=args.resume, report=bar, data_spec=spec)
+    last = history[-1]
+    print(
+        f"{net.name}: test accuracy {100 * last['test_accuracy']:.2f} %, test loss "
+        f"{last['test_loss']:.4f} after {last['epoch']} epochs "
+        f"({sum(r['seconds'] for r in history):.1f} s)"
+    )
+    print(f"wrote {out}/: model.onnx, metrics.jsonl, checkpoint.npz, curves.png")
+    return 0
+
+
+def _default_out(name: str, resume: bool) -> Path:
+    """runs/NET, or runs/NET-2, -3 ... when taken; --resume picks the latest that exists."""
+    candidates = [Path("runs") / name] + [Path("runs") / f"{name}-{k}" for k in range(2, 1000)]
+    taken = [p for p in candidates if p.exists()]
+    if resume:
+        return taken[-1] if taken else candidates[0]
+    return next(p for p in candidates if not p.exists())
+
+
+def _check_resume(args: argparse.Namespace, out: Path, saved: Any) -> None:
+    """Resuming keeps the run's settings: options may repeat them, not change them."""
+    changed = [
+        f"--{k.replace('_', '-')} {getattr(args, k)} (the run has {getattr(saved, k)})"
+        for k in OPTIONS
+        if k not in RESUMABLE
+        and getattr(args, k) is not None
+        and getattr(args, k) != getattr(saved, k)
+    ]
+    if args.freeze and tuple(args.freeze) != saved.freeze:
+        changed.append(f"--freeze {' '.join(args.freeze)}")
+    if args.fit and args.fit != saved.fit:
+        changed.append(f"--fit {args.fit} (the run has {saved.fit})")
+    if changed:
+        raise NetError(
+            f"--resume continues the run in '{out}' with its own settings; "
+            f"cannot change {', '.join(changed)}",
+            None,
+            ["only --epochs, --threads and --checkpoint-every may change"],
+        )
+
+
+class Bar:
+    """A one-line progress bar per epoch on a terminal; one line per epoch otherwise."""
+
+    def __init__(self, stream: TextIO, quiet: bool = False, width: int = 24) -> None:
+        self.stream, self.quiet, self.width = stream, quiet, width
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, kind: str, v: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if kind == "note":
+            self.stream.write(v["text"] + "\n")
+        elif kind == "step" and self.tty and time.monotonic() - self.last > 0.1:
+            self.last = time.monotonic()
+            done = int(self.width * v["step"] / v["steps"])
+            bar = "#" * done + "." * (self.width - done)
+            self.stream.write(
+                f"\repoch {v['epoch']}/{v['epochs']} [{bar}] {v['step']}/"
+                f"{v['steps']}  loss {v['train_loss']:.4f}  acc "
+                f"{100 * v['train_accuracy']:.2f}%  "
+                f"{v['images_per_second']:,.0f} img/s"
+            )
+            self.stream.flush()
+        elif kind == "epoch":
+            clear = "\r\033[K" if self.tty else ""
+            self.stream.write(
+                f"{clear}epoch {v['epoch']}/{v['epochs']}  loss "
+                f"{v['train_loss']:.4f}  acc {100 * v['train_accuracy']:.2f}%  "
+                f"test loss {v['test_loss']:.4f}  acc "
+                f"{100 * v['test_accuracy']:.2f}%  "
+                f"{v['images_per_second']:,.0f} img/s  {v['seconds']:.1f} s\n"
+            )
+            self.stream.flush()

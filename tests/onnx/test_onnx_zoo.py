@@ -1,0 +1,108 @@
+"""Every zoo net through the ONNX backend, against independent oracles.
+
+For each net of `netdsl.zoo.entries()`, in inference form, at the smallest input size (of a few)
+its text accepts, so that the reference evaluator can run it: `onnx.checker` (full check), ONNX
+shape inference giving netdsl's shape for every layer's tensor, the parameter count summed from
+the graph's initializers, and onnxruntime agreeing with `onnx.reference.ReferenceEvaluator` on
+every intermediate tensor for a random (never zero) input.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+import netdsl
+from netdsl.backends.onnx.emit import to_onnx
+from netdsl.backends.runtime import ort
+from netdsl.zoo import entries
+from tests.onnx.test_onnx_emit import LRN, all_outputs
+
+INPUT = re.compile(r"^(\s*input\s+\d+)x(\d+)x(\d+)", re.MULTILINE)
+SIZES = (16, 32, 64, 96, 128, 192, 256, 384)
+REFERENCE_BUDGET = 2e9  # multiply-adds per image the reference evaluator gets through quickly
+
+
+@dataclass
+class Case:
+    net: netdsl.ShapedNet
+    model: onnx.ModelProto
+
+    def __repr__(self) -> str:  # a failing test must not print a model of 500 MB as text
+        return f"Case({self.net.name})"
+
+
+def reduced(name: str) -> netdsl.ShapedNet:
+    """The zoo net at the smallest of SIZES its text accepts (never larger than written)."""
+    entry = next(e for e in entries() if e.name == name)
+    text = entry.path.read_text("utf-8")
+    for size in SIZES:
+        small = INPUT.sub(lambda m, s=size: f"{m[1]}x{min(s, int(m[2]))}x{min(s, int(m[3]))}", text)
+        try:
+            return netdsl.parse(small, str(entry.path), name=name)
+        except netdsl.NetError:
+            continue
+    return netdsl.load(name)
+
+
+@pytest.fixture(scope="module", params=[e.name for e in entries()])
+def case(request: pytest.FixtureRequest) -> Case:
+    net = reduced(request.param)
+    return Case(net, to_onnx(net, mode="inference", seed=1))
+
+
+def test_checker(case: Case) -> None:
+    onnx.checker.check_model(case.model, full_check=True)
+
+
+def test_shape_inference_agrees_on_every_tensor(case: Case) -> None:
+    bare = onnx.ModelProto()
+    bare.CopyFrom(case.model)
+    for tensor in bare.graph.initializer:  # shapes need the dims only
+        tensor.ClearField("raw_data")
+    inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=True, data_prop=True)
+    shapes = {
+        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+        for v in [*inferred.graph.value_info, *inferred.graph.output]
+    }
+    produced = {name for node in case.model.graph.node for name in node.output}
+    for i, node in enumerate(case.net.nodes[1:], 1):
+        name = "output" if i == case.net.output else node.name
+        if name not in produced:
+            assert node.op == "dropout", f"no tensor for layer {name}"  # gone at inference
+            continue
+        assert shapes[name] == ["N", *node.shape], name
+
+
+def test_parameters_from_initializers(case: Case) -> None:
+    sizes = {t.name: math.prod(t.dims) for t in case.model.graph.initializer}
+    stats = {
+        name
+        for node in case.model.graph.node
+        if node.op_type == "BatchNormalization"
+        for name in node.input[3:5]
+    }
+    assert sum(n for name, n in sizes.items() if name not in stats) == case.net.params
+    assert sum(sizes[name] for name in stats) == case.net.buffers
+
+
+def test_onnxruntime_agrees_with_reference(case: Case) -> None:
+    if case.net.macs > REFERENCE_BUDGET:
+        pytest.skip(
+            f"{case.net.name} needs {case.net.macs / 1e9:.0f} G multiply-adds even at "
+            f"its smallest input; too slow for the reference evaluator"
+        )
+    model = all_outputs(case.model)
+    x = ort.random_input((2, *case.net.input_shape), seed=2)
+    ours = ort.session(model).run(None, {"input": x})
+    theirs = ReferenceEvaluator(model, new_ops=[LRN]).run(None, {"input": x})
+    for out, a, b in zip(model.graph.output, ours, theirs, strict=True):
+        assert a.shape == b.shape, out.name
+        scale = max(float(np.abs(b).max()), 1e-6)
+        assert float(np.abs(a - b).max()) < 1e-4 * scale, out.name
