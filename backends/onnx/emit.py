@@ -21,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from netdsl.backends.onnx import weights as wt
+from netdsl.backends.passes import fold_bn as folding
 from netdsl.shapes import Node, ShapedNet
 from netdsl.source import NetError
 
@@ -289,7 +290,7 @@ def to_onnx(
         meta["weights"] = loaded.describe()
     folded: dict[int, int] = {}
     if fold_bn:
-        params, folded = wt.fold_bn(net, params)
+        params, folded = folding.fold_bn(net, params)
     e = Emitter(net, params, mode, folded)
     for i, node in enumerate(net.nodes):
         e.layer, e.index = node, i

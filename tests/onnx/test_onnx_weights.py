@@ -12,6 +12,7 @@ from onnx import numpy_helper
 import netdsl
 from netdsl.backends.onnx import weights as wt
 from netdsl.backends.onnx.emit import to_onnx
+from netdsl.backends.passes.fold_bn import fold_bn
 from netdsl.backends.runtime import ort
 
 NET = """net small(classes=10):
@@ -158,7 +159,7 @@ def test_fold_math_matches_the_formula() -> None:
         "bn1.mean": np.array([2, 0], "f4"),
         "bn1.var": np.array([4, 16], "f4"),
     }
-    folded, which = wt.fold_bn(net, params)
+    folded, which = fold_bn(net, params)
     assert which == {2: 1}
     np.testing.assert_allclose(folded["conv1.weight"].ravel(), [1.5, 0.5], rtol=1e-6)
     np.testing.assert_allclose(folded["conv1.bias"], [-1.5, 4.75], rtol=1e-6)
