@@ -15,47 +15,18 @@ before `import tensorrt` are tested here.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from netdsl.backends.tensorrt.profile import Profile as Profile
+from netdsl.backends.tensorrt.profile import parse_profile as parse_profile
+from netdsl.backends.tensorrt.profile import parse_size as parse_size
 from netdsl.source import NetError
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMG]?)i?B?$", re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """The dynamic batch's optimisation profile: the smallest, the tuned-for and the largest."""
-
-    min: int
-    opt: int
-    max: int
-
-
-def parse_profile(text: str) -> Profile:
-    """`8` (fixed) or `MIN:OPT:MAX` -> Profile, checking MIN <= OPT <= MAX."""
-    try:
-        parts = [int(p) for p in text.split(":")]
-    except ValueError:
-        raise NetError(f"--batch takes N or MIN:OPT:MAX, got '{text}'") from None
-    if len(parts) == 1:
-        parts *= 3
-    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
-        raise NetError(f"--batch takes N or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got '{text}'")
-    return Profile(*parts)
-
-
-def parse_size(text: str) -> int:
-    """`1G`, `512M`, `1.5GiB`, `65536` -> bytes."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise NetError(f"--workspace takes a size like 1G or 512M, got '{text}'")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    return int(number * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[unit])
 
 
 def node_origin(model: onnx.ModelProto, index: int, name: str = "") -> str:
@@ -127,20 +98,35 @@ def build_engine(
     opt.set_shape(name, (profile.min, *shape), (profile.opt, *shape), (profile.max, *shape))
     config.add_optimization_profile(opt)
     if timing_cache is not None:
-        data = timing_cache.read_bytes() if timing_cache.exists() else b""
+        data = _read(timing_cache) if timing_cache.exists() else b""
         config.set_timing_cache(config.create_timing_cache(data), False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise NetError("TensorRT could not build an engine (its log above says why)")
     if timing_cache is not None:
-        _write(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def write_atomically(path: str | Path, data: bytes) -> None:
+    """Write `data` through a temporary file in the same folder, then rename: a failure (a full
+    disk, a kill) leaves the old file or none, never a truncated one."""
+    path = Path(path)
+    if path.is_dir():
+        raise NetError(f"cannot write '{path}': it is a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise NetError(f"cannot write '{path}': {error.strerror or error}") from None
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise NetError(f"cannot write '{path}': {error.strerror or error}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def run_engine(path: str | Path, x: Any) -> Any:
@@ -154,7 +140,7 @@ def run_engine(path: str | Path, x: Any) -> Any:
     except ImportError:
         raise NetError("running an engine needs torch with CUDA for device memory") from None
     logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(Path(path).read_bytes())
+    engine = trt.Runtime(logger).deserialize_cuda_engine(_read(path))
     if engine is None:
         raise NetError(f"'{path}' is not an engine this TensorRT can load")
     context = engine.create_execution_context()
@@ -188,7 +174,9 @@ def bench_engine(
 
     results = []
     for batch in batches:
-        x = np.random.default_rng(batch).random((batch, *_input_chw(path)), dtype=np.float32)
+        x = np.random.default_rng(batch).random(
+            (batch, *engine_input_shape(path)), dtype=np.float32
+        )
         for _ in range(warmup):
             run_engine(path, x)
         times = []
@@ -201,11 +189,16 @@ def bench_engine(
     return results
 
 
-def _input_chw(path: str | Path) -> tuple[int, ...]:
+def engine_input_shape(path: str | Path) -> tuple[int, ...]:
     trt = _tensorrt()
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
-        Path(path).read_bytes()
-    )
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(_read(path))
     if engine is None:
         raise NetError(f"'{path}' is not an engine this TensorRT can load")
     return tuple(engine.get_tensor_shape(engine.get_tensor_name(0)))[1:]
+
+
+def _read(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise NetError(f"cannot read '{path}': {error.strerror or error}") from None

@@ -1,43 +1,55 @@
 """`netdsl train`: the command line of the training backend.
 
-The outermost layer of training: `register(subparsers)` adds the `train` subcommand (called from
-`backends/commands.py`); its handler loads the net, reads and fits the data
-(`backends/data.py`), runs `backends/train.py` with a progress bar on stderr, and prints where
-the run's files went. Heavy imports (numpy, onnxruntime, scikit-learn) happen only when the
-command runs. Every mistake is a `NetError`, printed by the CLI as `error: ...` (exit status 1).
+The outermost layer of training: `register(subparsers)` adds the `train` subcommand; its handler
+turns the flags into the backend's typed `Config` (numbers checked by argparse: finite, in
+range), loads the net, reads and fits the data (`backends/data`), runs `backends/train/loop.py`
+with a progress bar on stderr, and prints where the run's files went. Heavy imports (numpy,
+onnxruntime, scikit-learn) happen only when the command runs. Every mistake is a `NetError`,
+printed by the CLI as `error: ...` (exit status 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from netdsl.cli import options as o
 from netdsl.source import NetError
 
 if TYPE_CHECKING:
     from netdsl.backends.train.loop import Config
 
-TARGET = "a .net file, FILE:NET, or a zoo net's name (see `netdsl zoo`)"
-DATA = (
-    "digits (scikit-learn's, bundled; the default), mnist:DIR, cifar10:DIR, folder:DIR "
-    "(one sub-folder per class), npz:FILE (x_train, y_train, x_test, y_test)"
+NEEDS = (
+    ("numpy", "train"),
+    ("onnx", "train"),
+    ("onnxruntime", "train"),
+    ("onnxruntime.training", "train"),
+    ("torch", "train"),
 )
 
+Parse = Callable[[str], Any]
 
 # (flag, type, metavar, help) of the options that take a value; None: the run's default
-OPTION_TABLE: tuple[tuple[str, type, str | None, str], ...] = (
-    ("--epochs", int, "N", "epochs (default 20)"),
-    ("--batch", int, "N", "batch size (default 32)"),
+OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
+    ("--epochs", o.whole(1, 1_000_000), "N", "epochs (default 20)"),
+    ("--batch", o.whole(1, 1_000_000), "N", "batch size (default 32)"),
     ("--optimizer", str, "sgd|adamw", "sgd with momentum (default) or adamw"),
-    ("--lr", float, None, "peak learning rate (default: sgd 0.1, adamw 0.001)"),
-    ("--momentum", float, None, "sgd momentum (default 0.9)"),
+    (
+        "--lr",
+        o.number(0, 1000, above=True),
+        None,
+        "peak learning rate (default: sgd 0.1, adamw 0.001)",
+    ),
+    ("--momentum", o.number(0, 1, below=True), None, "sgd momentum, 0 to < 1 (default 0.9)"),
     (
         "--weight-decay",
-        float,
+        o.number(0, 1),
         None,
         "sgd: L2 added to the gradient (default 0); adamw: decoupled (default 0.01)",
     ),
@@ -47,15 +59,35 @@ OPTION_TABLE: tuple[tuple[str, type, str | None, str], ...] = (
         "constant|step|cosine",
         "learning-rate schedule (default cosine, reaching 0 at the last step)",
     ),
-    ("--step-size", int, "EPOCHS", "step schedule: multiply by --gamma every N epochs (10)"),
-    ("--gamma", float, None, "the step schedule's factor (default 0.1)"),
-    ("--shift", int, "PX", "augmentation: move training images by up to PX pixels (default 2)"),
-    ("--seed", int, None, "seeds the weights, data order, shifts and dropout (default 0)"),
+    (
+        "--step-size",
+        o.whole(1, 1_000_000),
+        "EPOCHS",
+        "step schedule: multiply by --gamma every N epochs (10)",
+    ),
+    (
+        "--gamma",
+        o.number(0, 1, above=True),
+        None,
+        "the step schedule's factor, > 0 and <= 1 (default 0.1)",
+    ),
+    (
+        "--shift",
+        o.whole(0, 1024),
+        "PX",
+        "augmentation: move training images by up to PX pixels (default 2)",
+    ),
+    (
+        "--seed",
+        o.whole(0, o.MAX_SEED),
+        None,
+        "seeds the weights, data order, shifts and dropout (default 0)",
+    ),
     ("--init", str, "auto|he|glorot|normal", "weight init (auto: He for ReLU nets, else Glorot)"),
-    ("--threads", int, "N", "onnxruntime intra-op threads (default 0: one per core)"),
+    ("--threads", o.whole(0, 1024), "N", "onnxruntime intra-op threads (default 0: one per core)"),
     (
         "--checkpoint-every",
-        int,
+        o.whole(0, 10**9),
         "STEPS",
         "checkpoint every N steps as well as after each epoch (default 200; 0: epochs only)",
     ),
@@ -69,8 +101,8 @@ def register(subparsers: Any) -> None:
         description="Train a classifier; write model.onnx, metrics.jsonl, "
         "checkpoint.npz and curves.png to --out.",
     )
-    t.add_argument("target", metavar="TARGET", help=TARGET)
-    t.add_argument("--data", default=None, metavar="SPEC", help=DATA)
+    t.add_argument("target", metavar="TARGET", help=o.TARGET)
+    t.add_argument("--data", default=None, metavar="SPEC", help=o.DATA)
     t.add_argument(
         "--download", action="store_true", help="mnist: fetch missing IDX files (sha256-checked)"
     )
@@ -113,15 +145,9 @@ def register(subparsers: Any) -> None:
         metavar="PATTERN",
         help="keep the tensors an fnmatch pattern matches fixed, e.g. 'conv1.*' (repeatable)",
     )
-    t.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a net parameter, e.g. --set classes=10",
-    )
+    o.add_set(t)
     t.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, needs=NEEDS)
 
 
 OPTIONS = tuple(flag[2:].replace("-", "_") for flag, *_ in OPTION_TABLE)
@@ -137,14 +163,6 @@ def config_from(args: argparse.Namespace) -> Config:
     optimizer = given.get("optimizer", "sgd")
     given.setdefault("lr", sgd.DEFAULT_LR[optimizer])
     given.setdefault("weight_decay", 0.01 if optimizer == "adamw" else 0.0)
-    for key in ("epochs", "batch", "step_size"):
-        if key in given and given[key] < 1:
-            raise NetError(f"--{key.replace('_', '-')} must be at least 1, got {given[key]}")
-    for key in ("shift", "threads", "checkpoint_every", "weight_decay", "momentum"):
-        if given.get(key, 0) < 0:
-            raise NetError(f"--{key.replace('_', '-')} cannot be negative, got {given[key]}")
-    if given["lr"] <= 0:
-        raise NetError(f"--lr must be positive, got {given['lr']}")
     return Config(
         **given,
         fit=args.fit or "auto",
@@ -155,17 +173,30 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from netdsl.api import load
-    from netdsl.backends.data import sources as datasets
-    from netdsl.backends.train import files
     from netdsl.backends.train.graph import check_trainable
-    from netdsl.backends.train.loop import saved_config, train
-    from netdsl.cli import overrides
 
-    net = load(args.target, overrides=overrides(args.set))
+    net = o.net(args.target, args.set)
     classes = check_trainable(net)
     config = config_from(args)
     out = Path(args.out) if args.out else _default_out(net.name, args.resume)
+    if args.init_from and not Path(args.init_from).is_file():
+        raise NetError(f"--init-from: no such file: '{args.init_from}'")
+    created = not out.exists()
+    o.output_folder(out)
+    try:
+        return _train(args, net, classes, config, out)
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _train(args: argparse.Namespace, net: Any, classes: int, config: Config, out: Path) -> int:
+    from netdsl.backends.data import sources as datasets
+    from netdsl.backends.train import files
+    from netdsl.backends.train.loop import saved_config, train
+
     spec = args.data
     if args.resume:
         saved = files.load_checkpoint(out, net)  # the errors come before any work

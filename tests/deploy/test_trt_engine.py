@@ -29,7 +29,7 @@ def test_profiles(text: str, profile: trt.Profile) -> None:
 
 @pytest.mark.parametrize("text", ["0", "8:1:4", "1:2", "a:b:c", "1:2:3:4"])
 def test_bad_profiles(text: str) -> None:
-    with pytest.raises(netdsl.NetError, match="--batch takes"):
+    with pytest.raises(netdsl.NetError, match="takes N or MIN:OPT:MAX"):
         trt.parse_profile(text)
 
 

@@ -1,0 +1,63 @@
+"""Flag advice: the command line's half of `netdsl.errors`.
+
+The library raises `Advisable` errors that state the facts; this table says which flag of the
+command line fixes each, and `advise` appends that as a note before the error is printed. The
+flag names live here and in the command modules only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from netdsl import errors
+from netdsl.source import NetError
+
+
+def _fit(facts: dict[str, Any]) -> str:
+    ways = {
+        "resize": "--fit resize (bilinear)",
+        "pad": "--fit pad (centre in zeros)",
+    }
+    chosen = [ways[w] for w in facts.get("fits", ("resize", "pad")) if w in ways]
+    return f"pass {' or '.join(chosen)}" if chosen else ""
+
+
+def _lr(facts: dict[str, Any]) -> str:
+    lr = facts.get("lr")
+    return "try a lower --lr" + (f" (it was {lr:g})" if isinstance(lr, (int, float)) else "")
+
+
+def _batch(facts: dict[str, Any]) -> str:
+    batch = facts.get("batch", "B")
+    return f"bench it with --batch {batch}, or compile it without --batch"
+
+
+def _classes(facts: dict[str, Any]) -> str:
+    return f"set the number of classes, e.g. --set classes={facts.get('classes', 'N')}"
+
+
+ADVICE: dict[type[errors.Advisable], Callable[[dict[str, Any]], str]] = {
+    errors.WeightsMismatch: lambda _: (
+        "pass --skip-mismatched to keep fresh weights for them (to fine-tune with a new head)"
+    ),
+    errors.Diverged: _lr,
+    errors.FixedBatch: _batch,
+    errors.NeedsInference: lambda _: "compile with --inference",
+    errors.DataMissing: lambda _: "pass --download to fetch the files (checksummed)",
+    errors.NoCheckpoint: lambda _: "pass the --out folder of the run to continue",
+    errors.ImageSizeMismatch: _fit,
+    errors.ClassCount: _classes,
+}
+
+
+def advise(error: NetError) -> NetError:
+    """The error with the command line's advice appended to its first diagnostic."""
+    if not isinstance(error, errors.Advisable) or not error.diagnostics:
+        return error
+    note = next((text(error.facts) for kind, text in ADVICE.items() if isinstance(error, kind)), "")
+    first = error.diagnostics[0]
+    if not note or note in first.notes:
+        return error
+    return NetError((replace(first, notes=(*first.notes, note)), *error.diagnostics[1:]))
