@@ -314,7 +314,7 @@ def _check_options(net: ShapedNet, opset: int, batch: int | None, mode: str, fol
     if mode not in MODES:
         raise NetError(f"mode must be 'train' or 'inference', got '{mode}'")
     if fold_bn and mode != "inference":
-        raise NetError("folding batch norms needs inference mode (--inference)")
+        raise NetError('folding batch norms needs inference mode (mode="inference")')
     if mode == "train" and opset < 14 and any(n.op == "bn" for n in net.nodes):
         raise NetError(
             f"the training form of batch norm needs opset 14 or later, not {opset} "

@@ -14,7 +14,7 @@ ConvTranspose are 2D/3D with weights as initializers; pooling is 2D/3D and MaxPo
 `Indices` output; QuantizeLinear/DequantizeLinear need zero points of 0; Unsqueeze and Reshape
 need constant axes/shapes. Two rules follow from TensorRT building inference engines only:
 BatchNormalization in training mode (training_mode=1, or running-statistics outputs) and Dropout
-with a mask output are refused — compile with `--inference`.
+with a mask output are refused — compile the inference form.
 """
 
 from __future__ import annotations
@@ -137,11 +137,11 @@ def _node(node: onnx.NodeProto, types: dict[str, int], constant: set[str]) -> It
             yield "MaxPool dilations must be 1"
     if op == "BatchNormalization" and (attrs.get("training_mode", 0) or len(node.output) > 1):
         yield (
-            "batch norm in training mode: TensorRT builds inference engines (compile with "
-            "--inference)"
+            "batch norm in training mode: TensorRT builds inference engines (compile the "
+            "inference form)"
         )
     if op == "Dropout" and (len(node.output) > 1 or len(node.input) > 2):
-        yield "dropout in training mode (a mask or training_mode): compile with --inference"
+        yield "dropout in training mode (a mask or training_mode): compile the inference form"
     quant = op in ("QuantizeLinear", "DequantizeLinear")
     if quant and len(node.input) > 2 and node.input[2] not in constant:
         yield f"{op} zero point must be a constant 0"
