@@ -1,0 +1,83 @@
+"""The two halves of a convolution's backward pass that need index arithmetic, for `grad.py`.
+
+A convolution's input gradient is a ConvTranspose of the output gradient with the same kernel;
+`output_padding` gives the rows and columns that the last strided window never reached, so the
+result has the input's size again. Its weight gradient (`conv_weight_grad`) is a convolution
+whose roles are swapped: images become channels, so that the sum over the batch is the sum a
+convolution does over input channels, the forward stride becomes a dilation and the forward
+dilation a stride:
+
+    dW[k, c, i, j] = sum over n, y, x of dY[n, k, y, x] * Xpad[n, c, y*s + i*d, x*s + j*d]
+
+With groups, each group's images and channels are regrouped so that one grouped convolution
+does every group at once (depthwise convolutions included). The same function gives a
+transposed convolution's weight gradient with input and output gradient swapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from netdsl.backends.train.reverse import Grad, Shape
+
+
+def output_padding(
+    size: Sequence[int | str],
+    out: Sequence[int | str],
+    k: Sequence[int],
+    s: Sequence[int],
+    d: Sequence[int],
+    pads: Sequence[int],
+) -> list[int]:
+    """What a ConvTranspose of the output gradient must add at the end to give `size` back
+    (always less than the stride)."""
+    rank = len(k)
+    return [
+        int(size[a]) - ((int(out[a]) - 1) * s[a] + (k[a] - 1) * d[a] + 1 - pads[a] - pads[a + rank])
+        for a in range(rank)
+    ]
+
+
+def conv_weight_grad(
+    g: Grad,
+    inp: tuple[str, Shape],
+    gout: tuple[str, Shape],
+    w_shape: Shape,
+    s: Sequence[int],
+    d: Sequence[int],
+    pads: Sequence[int],
+    group: int,
+) -> str:
+    """The gradient of a convolution's weight [Co, Ci/group, kh, kw], from its input `inp`
+    [N, Ci, H, W] and its output gradient `gout` [N, Co, Ho, Wo] (each a name and a shape)."""
+    co, cg, kh, kw = (int(v) for v in w_shape)
+    x, inp_shape = inp
+    dy, gout_shape = gout
+    h, w = (int(v) for v in inp_shape[2:])
+    ho, wo = (int(v) for v in gout_shape[2:])
+    if group == 1:
+        images = g.add("Transpose", [x], perm=[1, 0, 2, 3])  # [Ci, N, H, W]
+        kernel = g.add("Transpose", [dy], perm=[1, 0, 2, 3])  # [Co, N, Ho, Wo]
+    else:
+        split = g.add("Reshape", [x, g.ints(0, group, cg, h, w)])
+        moved = g.add("Transpose", [split], perm=[2, 1, 0, 3, 4])  # [Cg, G, N, H, W]
+        images = g.add("Reshape", [moved, g.ints(cg, -1, h, w)])
+        split = g.add("Reshape", [dy, g.ints(0, group, co // group, ho, wo)])
+        moved = g.add("Transpose", [split], perm=[1, 2, 0, 3, 4])  # [G, Kg, N, Ho, Wo]
+        kernel = g.add("Reshape", [moved, g.ints(co, -1, ho, wo)])
+    full = g.add(
+        "Conv",
+        [images, kernel],
+        kernel_shape=[ho, wo],
+        strides=list(d),
+        dilations=list(s),
+        pads=list(pads),
+        group=group,
+    )  # [Cg, Co, kh', kw'], kh' >= kh where the last window left rows unused
+    got = [
+        (n + pads[a] + pads[a + 2] - ((m - 1) * s[a] + 1)) // d[a] + 1
+        for a, (n, m) in enumerate(((h, ho), (w, wo)))
+    ]
+    if got != [kh, kw]:
+        full = g.add("Slice", [full, g.ints(0, 0), g.ints(kh, kw), g.ints(2, 3)])
+    return g.add("Transpose", [full], perm=[1, 0, 2, 3])
