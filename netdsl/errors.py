@@ -11,7 +11,7 @@ optional packages are `MissingExtra`, which the command line reports as a usage 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from netdsl.source import Diagnostic, NetError, Span
@@ -69,16 +69,20 @@ class ClassCount(Advisable):
 
 
 class MissingExtra(NetError):
-    """An optional package that a feature needs is not installed. `extra` names the netdsl
-    extra that brings it (`pip install 'netdsl[EXTRA]'`), `module` the missing import."""
+    """Optional packages that a feature needs are not installed. `extra` names the netdsl
+    extra that brings them (`pip install 'netdsl[EXTRA]'`), `modules` the missing imports."""
 
-    def __init__(self, module: str, extra: str, feature: str = "this") -> None:
+    def __init__(self, modules: str | Sequence[str], extra: str, feature: str = "this") -> None:
+        self.modules = (modules,) if isinstance(modules, str) else tuple(modules)
+        self.extra = extra
+        names = ", ".join(f"'{m}'" for m in self.modules)
+        which = "which is" if len(self.modules) == 1 else "which are"
         super().__init__(
-            f"{feature} needs the Python package '{module}', which is not installed",
+            f"{feature} needs the Python package{'s' if len(self.modules) > 1 else ''} "
+            f"{names}, {which} not installed",
             None,
             [f"install the {extra} extra: pip install 'netdsl[{extra}]'"],
         )
-        self.module, self.extra = module, extra
 
 
 # The extra that brings each optional top-level module (see pyproject.toml).

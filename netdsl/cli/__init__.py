@@ -32,6 +32,7 @@ from netdsl.source import NetError
 __all__ = ["build_parser", "main", "overrides", "parse_value"]
 
 OK, ERROR, USAGE, BUG = 0, 1, 2, 3
+RANK = {"onnx": 0, "run": 1, "train": 2}  # each extra brings the modules of those before it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,17 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_extras(args: argparse.Namespace) -> None:
-    """Refuse to start a command whose optional packages are missing: (module, extra) pairs."""
-    for module, extra in getattr(args, "needs", ()):
-        top = module.split(".")[0]
-        found = importlib.util.find_spec(top) is not None
-        if found and top != module:
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except ImportError:
-                found = False
-        if not found:
-            raise MissingExtra(module, extra, f"netdsl {args.command}")
+    """Refuse to start a command whose optional packages are missing. `needs` is the extra
+    that brings everything the command uses, and the modules to look for."""
+    needs = getattr(args, "needs", None)
+    if needs is None:
+        return
+    extra, modules = needs
+    missing = [m for m in modules if not _importable(m)]
+    if missing:
+        raise MissingExtra(missing, extra, f"netdsl {args.command}")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # the parent package of a submodule is missing
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = missing_extra(error, f"netdsl {args.command}")
         if missing is None:
             return _bug(error)
+        needs = getattr(args, "needs", None)
+        if needs is not None and RANK[needs[0]] > RANK[missing.extra]:
+            missing = MissingExtra(missing.modules, needs[0], f"netdsl {args.command}")
         print(missing.render(), file=sys.stderr)
         return USAGE
     except KeyboardInterrupt:

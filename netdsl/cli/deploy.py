@@ -17,8 +17,8 @@ from typing import Any
 from netdsl.cli import options as o
 from netdsl.source import NetError
 
-ONNX = (("onnx", "onnx"), ("numpy", "onnx"))
-RUN = (*ONNX, ("onnxruntime", "run"))
+ONNX = ("onnx", ("numpy", "onnx"))  # the extra that brings what a command uses; its modules
+RUN = ("run", ("numpy", "onnx", "onnxruntime"))
 
 
 def register(sub: Any) -> None:

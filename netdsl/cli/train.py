@@ -25,13 +25,7 @@ from netdsl.source import NetError
 if TYPE_CHECKING:
     from netdsl.backends.train.loop import Config
 
-NEEDS = (
-    ("numpy", "train"),
-    ("onnx", "train"),
-    ("onnxruntime", "train"),
-    ("onnxruntime.training", "train"),
-    ("torch", "train"),
-)
+NEEDS = ("train", ("numpy", "onnx", "onnxruntime"))  # the rest is reported when imported
 
 Parse = Callable[[str], Any]
 

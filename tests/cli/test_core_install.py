@@ -1,0 +1,76 @@
+"""On a core install (the wheel and lark, nothing else), each backend command names the extra to
+install and exits 2, a usage error, never 3, an internal error. Checked for real: the wheel is
+built from this tree and installed with `--no-deps` in one fresh virtual environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `netdsl` script of a virtual environment holding netdsl and lark only."""
+    tmp = tmp_path_factory.mktemp("core")
+    built = _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        tmp / "dist",
+        ROOT,
+        cwd=tmp,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp / "dist").glob("netdsl-*.whl")
+    env = tmp / "env"
+    venv.EnvBuilder(with_pip=True).create(env)
+    python = env / "bin" / "python"
+    done = _run(python, "-m", "pip", "install", "-q", "--no-deps", wheel, cwd=tmp)
+    assert done.returncode == 0, done.stderr
+    lark = _run(python, "-m", "pip", "install", "-q", "lark>=1.1.9,<2", cwd=tmp)
+    if lark.returncode != 0:
+        pytest.skip(f"cannot install lark from the package index: {lark.stderr[-300:]}")
+    probe = _run(python, "-c", "import onnx", cwd=tmp)
+    assert probe.returncode != 0, "the core environment must not see onnx"
+    return env / "bin" / "netdsl"
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["compile", "lenet5"], "onnx"),
+        (["compile", "lenet5", "--precision", "int8", "--calib", "digits"], "onnx"),
+        (["engine", "lenet5"], "onnx"),
+        (["run", "lenet5"], "run"),
+        (["bench", "lenet5", "--batch", "1"], "run"),
+        (["compare", "lenet5"], "run"),
+        (["train", "lenet5", "--epochs", "1"], "train"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_a_missing_extra_is_a_usage_error(
+    core: Path, argv: list[str], extra: str, tmp_path: Path
+) -> None:
+    done = _run(core, *argv, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert f"error: netdsl {argv[0]} needs the Python package" in done.stderr
+    assert f"pip install 'netdsl[{extra}]'" in done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
