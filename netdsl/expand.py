@@ -18,6 +18,7 @@ from netdsl import ops
 from netdsl import syntax as ast
 from netdsl.evaluate import Env, did_you_mean, evaluate
 from netdsl.graph import Frame, Graph, Layer
+from netdsl.rules import LOWERINGS
 from netdsl.source import Diagnostics, NetError, Span
 
 MAX_LAYERS = 100_000
@@ -266,21 +267,12 @@ class _Expander:
             )
         op, kernel = resolved
         attrs = self.bind(op, node, kernel, env)
-        if op.name == "sepconv":
-            name = scope.name("sepconv")
-            dw = {**attrs, "m": 1, "bias": False}
-            del dw["c"]
-            dw_out = self.emit(f"{name}.dw", "dwconv", dw, (x,), node.span, trace)
-            pw = {
-                "c": attrs["c"],
-                "k": (1, 1),
-                "s": (1, 1),
-                "p": "valid",
-                "d": (1, 1),
-                "groups": 1,
-                "bias": attrs["bias"],
-            }
-            return self.emit(f"{name}.pw", "conv", pw, (dw_out,), node.span, trace)
+        lowering = LOWERINGS.get(op.name)  # sepconv: the rules decide its two layers
+        if lowering is not None:
+            name, out = scope.name(op.name), x
+            for suffix, part, part_attrs in lowering(attrs):
+                out = self.emit(f"{name}.{suffix}", part, part_attrs, (out,), node.span, trace)
+            return out
         return self.emit(scope.name(op.name), op.name, attrs, (x,), node.span, trace)
 
     def bind(

@@ -1,10 +1,14 @@
 """Shape rules: one small pure function per op, collected in `RULES`, keyed by op name.
 
 Used by `shapes.py`. A rule takes the layer's normalised attributes and its input shapes and
-returns the output shape, the fully resolved attributes a backend needs (explicit pads, groups,
-bias), the weight tensors, the multiply-adds and how the layer moves the receptive field. It
-raises `ShapeError` with the formula and its numbers when the shapes do not fit. The ONNX emitter
-(`netdsl.backends.onnx.emit`) has a table keyed by the same names; a test checks that they agree.
+returns the output shape, the fully resolved attributes a backend needs (explicit pads that
+already include ceil mode's end padding, groups, bias), the weight tensors, the multiply-adds
+and how the layer moves the receptive field. It raises `ShapeError` with the formula and its
+numbers when the shapes do not fit. Rules work on any number of spatial axes (the arithmetic of
+one axis is `geometry.py`). The layers that are made of other layers are decided here too: the
+projection shortcut (`projection`) and the lowering of a separable convolution (`LOWERINGS`).
+Every backend reads these attributes and computes no geometry of its own; the op index
+(`ops.py`) and tests/test_op_table.py check that every op has its rule and backend entries.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from netdsl import geometry
 
 Shape = tuple[int, ...]
 
@@ -39,11 +45,14 @@ class Weight:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """How a layer moves the receptive field: a sliding window, a transposed one, global."""
+    """How a layer moves the receptive field: a sliding window, a transposed one, or global;
+    one entry per spatial axis (`begin`: the begin pads, which place the window)."""
 
     kind: str  # "window" | "up" | "global"
-    kernel: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    begin: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,109 +80,95 @@ def dims(shape: Shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _chw(ctx: Ctx) -> tuple[int, int, int]:
+LAYOUTS = {1: "CxL", 2: "CxHxW", 3: "CxDxHxW"}
+AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+SLICES = {1: ("position",), 2: ("row", "column"), 3: ("plane", "row", "column")}
+
+
+def _spatial(ctx: Ctx) -> tuple[int, tuple[int, ...]]:
+    """The channels and the spatial sizes of the (first) input; refuses a vector, and an input
+    whose number of spatial axes differs from the layer's kernel."""
     shape = ctx.inputs[0]
-    if len(shape) != 3:
+    kernel = ctx.attrs.get("k")  # lrn's k is a number, not a kernel
+    rank = len(kernel) if isinstance(kernel, tuple) else len(shape) - 1
+    if len(shape) < 2:
         raise ShapeError(
-            f"{ctx.written} needs a CxHxW input, got a vector of {dims(shape)}",
+            f"{ctx.written} needs a {LAYOUTS.get(rank, 'CxHxW')} input, "
+            f"got a vector of {dims(shape)}",
             ["a flatten or fc earlier in the chain turned the image into a vector"],
         )
-    return shape[0], shape[1], shape[2]
+    if len(shape) - 1 != rank:
+        raise ShapeError(
+            f"{ctx.written} is a {rank}-D layer, but its input {dims(shape)} has "
+            f"{len(shape) - 1} spatial axes"
+        )
+    return shape[0], tuple(shape[1:])
 
 
 def _axes(
     ctx: Ctx,
-    h: int,
-    w: int,
+    sizes: tuple[int, ...],
     *,
     transposed: bool = False,
     ceil: bool = False,
     pool_pads: bool = False,  # pooling refuses a pad as large as the window (all padding)
-) -> tuple[tuple[int, int], tuple[int, int, int, int], list[str]]:
-    """Output height and width, explicit ONNX pads (top, left, bottom, right), warnings."""
-    a = ctx.attrs
-    outs: list[int] = []
-    begins: list[int] = []
-    ends: list[int] = []
-    warnings: list[tuple[int, int, str]] = []
-    failures: list[tuple[int, int, int, str]] = []
-    for axis, n in enumerate((h, w)):
+) -> tuple[tuple[int, ...], tuple[int, ...], list[str]]:
+    """Output sizes, explicit ONNX pads (all begins, then all ends; in ceil mode the ends
+    include the padding the last window needs) and warnings, for any number of axes."""
+    a, rank, p = ctx.attrs, len(sizes), ctx.attrs["p"]
+    slides: list[geometry.Slide] = []
+    for axis, n in enumerate(sizes):
         k, s, d = a["k"][axis], a["s"][axis], a["d"][axis] if "d" in a else 1
-        keff = d * (k - 1) + 1
-        kdesc = f"{keff}" if d == 1 else f"{keff} (k'=d(k-1)+1 with k={k}, d={d})"
-        p = a["p"]
+        keff = geometry.effective(k, d)
+        pads = p if isinstance(p, str) else (p[axis], p[axis + rank])
         if transposed:
-            op = a["output_padding"][axis]
-            if op >= max(s, d):
+            extra = a["output_padding"][axis]
+            if extra >= max(s, d):
                 raise ShapeError(
-                    f"{ctx.written}: output_padding {op} must be smaller than the "
+                    f"{ctx.written}: output_padding {extra} must be smaller than the "
                     f"stride {s} or the dilation {d}"
                 )
-            if p == "same":
-                total = s * (n - 1) + keff + op - n * s
-                if total < 0:
-                    raise ShapeError(f"{ctx.written}: 'same' needs a kernel of at least {s}")
-                pb, pe = total // 2, total - total // 2
-            else:
-                pb, pe = (0, 0) if p == "valid" else (p[axis], p[axis + 2])
-            m = s * (n - 1) + keff - pb - pe + op
-            formula = f"{s}*({n} - 1) + {kdesc} - {pb + pe} + {op} = {m}"
-        else:
-            if p == "same":
-                m = -(-n // s)
-                total = max((m - 1) * s + keff - n, 0)
-                pb, pe = total // 2, total - total // 2
-            else:
-                pb, pe = (0, 0) if p == "valid" else (p[axis], p[axis + 2])
-            span = n + pb + pe - keff
-            if ceil:
-                m = -(-span // s) + 1 if span >= 0 else 0
-                if m > 0 and (m - 1) * s >= n + pb:  # the last window must start inside
-                    m -= 1
-                formula = f"ceil(({n} + {pb + pe} - {kdesc})/{s}) + 1 = {m}"
-            else:
-                m = span // s + 1 if span >= 0 else 0
-                formula = f"floor(({n} + {pb + pe} - {kdesc})/{s}) + 1 = {m}"
-                dropped = span % s - pe if span >= 0 else 0
-                if dropped > 0 and p != "same":
-                    warnings.append((axis, dropped, formula))
-            if pool_pads and max(pb, pe) >= keff and p != "same":
-                raise ShapeError(
-                    f"{ctx.written}: padding {max(pb, pe)} is not smaller than the kernel {keff}"
-                )
-        if m < 1:
-            failures.append((axis, n, keff - pb - pe, formula))
-        outs.append(m)
-        begins.append(pb)
-        ends.append(pe)
-    if failures:
-        need = [max(1, k) for k in (_need(failures, 0, h), _need(failures, 1, w))]
-        notes = [f"{'height' if a == 0 else 'width'}: {f}" for a, _, _, f in failures]
-        if len(failures) == 2 and failures[0][3] == failures[1][3]:
-            notes = [f"height and width: {failures[0][3]}"]
+            if p == "same" and keff + extra < s:
+                raise ShapeError(f"{ctx.written}: 'same' needs a kernel of at least {s}")
+            slides.append(geometry.transposed(n, k, s, d, pads, extra))
+            continue
+        slides.append(geometry.slide(n, k, s, d, pads, ceil))
+        widest = 0 if isinstance(pads, str) else max(pads)
+        if pool_pads and widest >= keff:
+            raise ShapeError(
+                f"{ctx.written}: padding {widest} is not smaller than the kernel {keff}"
+            )
+    failed = [axis for axis, sl in enumerate(slides) if sl.size < 1]
+    if failed:
+        names = AXES.get(rank, tuple(f"axis {i + 1}" for i in range(rank)))
+        need = [max(1, slides[i].need) if i in failed else n for i, n in enumerate(sizes)]
+        notes = [f"{names[i]}: {slides[i].formula}" for i in failed]
+        if rank > 1 and len(failed) == rank and len({slides[i].formula for i in failed}) == 1:
+            notes = [f"{' and '.join(names)}: {slides[0].formula}"]
         raise ShapeError(
-            f"{ctx.written} needs an input of at least {need[0]}x{need[1]}, got {h}x{w}", notes
+            f"{ctx.written} needs an input of at least {dims(tuple(need))}, got {dims(sizes)}",
+            notes,
         )
-    return (outs[0], outs[1]), (begins[0], begins[1], ends[0], ends[1]), _unused(warnings)
+    pads_out = tuple(sl.begin for sl in slides) + tuple(sl.end for sl in slides)
+    dropped = [(axis, sl.dropped, sl.formula) for axis, sl in enumerate(slides) if sl.dropped]
+    return tuple(sl.size for sl in slides), pads_out, _unused(dropped, rank)
 
 
-def _unused(dropped: list[tuple[int, int, str]]) -> list[str]:
+def _unused(dropped: list[tuple[int, int, str]], rank: int) -> list[str]:
     """Warnings for input rows/columns that no window reaches."""
-    if len(dropped) == 2 and dropped[0][1:] == dropped[1][1:]:
+    names = SLICES.get(rank, tuple(f"slice {i + 1}" for i in range(rank)))
+    if rank > 1 and len(dropped) == rank and len({d[1:] for d in dropped}) == 1:
         n, formula = dropped[0][1:]
-        what = "row and column" if n == 1 else f"{n} rows and columns"
-        return [f"{formula} leaves the last {what} of the input unused"]
+        plural = [f"{name}s" if n > 1 else name for name in names]
+        what = ", ".join(plural[:-1]) + " and " + plural[-1]
+        return [f"{formula} leaves the last {f'{n} ' if n > 1 else ''}{what} of the input unused"]
     texts = []
     for axis, n, formula in dropped:
-        side = ("row" if axis == 0 else "column") + ("s" if n > 1 else "")
+        side = names[axis] + ("s" if n > 1 else "")
         texts.append(
             f"{formula} leaves the last {f'{n} ' if n > 1 else ''}{side} of the input unused"
         )
     return texts
-
-
-def _need(failures: list[tuple[int, int, int, str]], axis: int, n: int) -> int:
-    return next((need for a, _, need, _ in failures if a == axis), n)
 
 
 def _check_groups(ctx: Ctx, c_in: int, groups: int, c_out: int) -> None:
@@ -185,17 +180,16 @@ def _check_groups(ctx: Ctx, c_in: int, groups: int, c_out: int) -> None:
 
 
 def conv(ctx: Ctx) -> Out:
-    c_in, h, w = _chw(ctx)
+    c_in, sizes = _spatial(ctx)
     a = ctx.attrs
     if "m" in a:  # depthwise
         groups, c_out = c_in, c_in * a["m"]
     else:
         groups, c_out = a["groups"], a["c"]
     _check_groups(ctx, c_in, groups, c_out)
-    (oh, ow), pads, warnings = _axes(ctx, h, w)
-    kh, kw = a["k"]
+    outs, pads, warnings = _axes(ctx, sizes)
     bias = ctx.bias_default if a["bias"] is None else a["bias"]
-    weights: tuple[Weight, ...] = (Weight("weight", (c_out, c_in // groups, kh, kw)),)
+    weights: tuple[Weight, ...] = (Weight("weight", (c_out, c_in // groups, *a["k"])),)
     weights += (Weight("bias", (c_out,)),) if bias else ()
     attrs = {
         "c": c_out,
@@ -206,20 +200,19 @@ def conv(ctx: Ctx) -> Out:
         "groups": groups,
         "bias": bias,
     }
-    macs = c_out * oh * ow * (c_in // groups) * kh * kw
-    window = Window("window", _eff(a), a["s"])
-    return Out((c_out, oh, ow), attrs, weights, macs, window, warnings=tuple(warnings))
+    macs = c_out * math.prod(outs) * (c_in // groups) * math.prod(a["k"])
+    window = Window("window", a["k"], a["s"], a["d"], pads[: len(sizes)])
+    return Out((c_out, *outs), attrs, weights, macs, window, warnings=tuple(warnings))
 
 
 def deconv(ctx: Ctx) -> Out:
-    c_in, h, w = _chw(ctx)
+    c_in, sizes = _spatial(ctx)
     a = ctx.attrs
     groups, c_out = a["groups"], a["c"]
     _check_groups(ctx, c_in, groups, c_out)
-    (oh, ow), pads, _ = _axes(ctx, h, w, transposed=True)
-    kh, kw = a["k"]
+    outs, pads, _ = _axes(ctx, sizes, transposed=True)
     bias = ctx.bias_default if a["bias"] is None else a["bias"]
-    weights: tuple[Weight, ...] = (Weight("weight", (c_in, c_out // groups, kh, kw)),)
+    weights: tuple[Weight, ...] = (Weight("weight", (c_in, c_out // groups, *a["k"])),)
     weights += (Weight("bias", (c_out,)),) if bias else ()
     attrs = {
         "c": c_out,
@@ -231,27 +224,25 @@ def deconv(ctx: Ctx) -> Out:
         "groups": groups,
         "bias": bias,
     }
-    macs = c_in * h * w * (c_out // groups) * kh * kw
-    return Out((c_out, oh, ow), attrs, weights, macs, Window("up", _eff(a), a["s"]))
-
-
-def _eff(a: Mapping[str, Any]) -> tuple[int, int]:
-    d = a.get("d", (1, 1))
-    return d[0] * (a["k"][0] - 1) + 1, d[1] * (a["k"][1] - 1) + 1
+    macs = c_in * math.prod(sizes) * (c_out // groups) * math.prod(a["k"])
+    window = Window("up", a["k"], a["s"], a["d"], pads[: len(sizes)])
+    return Out((c_out, *outs), attrs, weights, macs, window)
 
 
 def pool(ctx: Ctx) -> Out:
-    c, h, w = _chw(ctx)
-    (oh, ow), pads, warnings = _axes(ctx, h, w, ceil=ctx.attrs["ceil"], pool_pads=True)
+    """Max and average pooling. `pads` already hold the end padding that ceil mode adds, so a
+    backend writes them as they are (and keeps `ceil` only as a record of what was written)."""
+    c, sizes = _spatial(ctx)
+    outs, pads, warnings = _axes(ctx, sizes, ceil=ctx.attrs["ceil"], pool_pads=True)
     a = ctx.attrs
     attrs = {"k": a["k"], "s": a["s"], "pads": pads, "ceil": a["ceil"]}
-    window = Window("window", a["k"], a["s"])
-    return Out((c, oh, ow), attrs, window=window, warnings=tuple(warnings))
+    window = Window("window", a["k"], a["s"], (1,) * len(sizes), pads[: len(sizes)])
+    return Out((c, *outs), attrs, window=window, warnings=tuple(warnings))
 
 
 def global_pool(ctx: Ctx) -> Out:
-    c, _, _ = _chw(ctx)
-    return Out((c, 1, 1), {}, window=Window("global"))
+    c, sizes = _spatial(ctx)
+    return Out((c, *(1 for _ in sizes)), {}, window=Window("global"))
 
 
 def fc(ctx: Ctx) -> Out:
@@ -259,14 +250,15 @@ def fc(ctx: Ctx) -> Out:
     n_in, n = math.prod(shape), ctx.attrs["n"]
     bias = ctx.attrs["bias"]
     weights = (Weight("weight", (n, n_in)),) + ((Weight("bias", (n,)),) if bias else ())
-    note = f"flattens {dims(shape)} to {n_in}" if len(shape) == 3 and shape[1:] != (1, 1) else ""
-    window = Window("global") if len(shape) == 3 else None
+    spatial = len(shape) > 1
+    note = f"flattens {dims(shape)} to {n_in}" if spatial and math.prod(shape[1:]) > 1 else ""
+    window = Window("global") if spatial else None
     return Out((n,), {"n": n, "bias": bias}, weights, n * n_in, window, note)
 
 
 def flatten(ctx: Ctx) -> Out:
     shape = ctx.inputs[0]
-    window = Window("global") if len(shape) == 3 else None
+    window = Window("global") if len(shape) > 1 else None
     return Out((math.prod(shape),), {}, window=window)
 
 
@@ -286,7 +278,7 @@ def bn(ctx: Ctx) -> Out:
 
 
 def lrn(ctx: Ctx) -> Out:
-    _chw(ctx)
+    _spatial(ctx)
     return same_shape(ctx)
 
 
@@ -326,6 +318,46 @@ def mul(ctx: Ctx) -> Out:
         )
     return Out(x, {})
 
+
+# ---- layers made of other layers: their geometry is decided here too ------------------------
+
+
+def projection(have: Shape, want: Shape) -> dict[str, Any] | None:
+    """The attributes of He et al.'s projection shortcut, a 1x1 convolution (then a batch norm)
+    that maps a residual block's input `have` to its body's output `want`: stride s per axis with
+    ceil(N/s) = M, as a 1x1 convolution with stride s gives. None where the shapes agree, or
+    where no stride fits (the add then reports the mismatch)."""
+    if want == have or len(want) != len(have) or len(want) < 2:
+        return None
+    strides = tuple(-(-n // m) for n, m in zip(have[1:], want[1:], strict=True))
+    if any(-(-n // s) != m for n, s, m in zip(have[1:], strides, want[1:], strict=True)):
+        return None
+    ones = (1,) * len(strides)
+    return {
+        "c": want[0],
+        "k": ones,
+        "s": strides,
+        "p": "valid",
+        "d": ones,
+        "groups": 1,
+        "bias": False,
+    }
+
+
+def sepconv(attrs: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """A separable convolution as the two layers it is: a depthwise convolution with the
+    written kernel, stride, padding and dilation (no bias), then a pointwise 1x1 convolution to
+    c channels with the written bias. Returned as (name suffix, op, attributes)."""
+    ones = (1,) * len(attrs["k"])
+    dw = {k: v for k, v in attrs.items() if k != "c"} | {"m": 1, "bias": False}
+    pw = {"c": attrs["c"], "k": ones, "s": ones, "p": "valid", "d": ones, "groups": 1}
+    return [("dw", "dwconv", dw), ("pw", "conv", pw | {"bias": attrs["bias"]})]
+
+
+# ops that expand.py lowers into other ops, by the function that gives those ops
+LOWERINGS: dict[str, Callable[[Mapping[str, Any]], list[tuple[str, str, dict[str, Any]]]]] = {
+    "sepconv": sepconv,
+}
 
 RULES: dict[str, Callable[[Ctx], Out]] = {
     "conv": conv,

@@ -16,15 +16,32 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from netdsl import geometry
 from netdsl.expand import trace_notes
+from netdsl.geometry import Num, Reach
 from netdsl.graph import Frame, Graph, Layer
-from netdsl.rules import RULES, Ctx, Out, Shape, ShapeError, Weight, Window, dims
+from netdsl.rules import RULES, Ctx, Out, Shape, ShapeError, Weight, Window, dims, projection
 from netdsl.source import Diagnostic, Diagnostics, NetError, Span
 
 MAX_ELEMENTS = 2**31 - 1
 
-Num = int | Fraction  # a jump is a fraction only after a transposed convolution
-RF = tuple[Num, Num, Num, Num]  # size h, size w, jump h, jump w
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """A node's receptive field, one entry per spatial axis of the net's input: what each
+    output position sees of the input (`reach`, see geometry.py) and the distance between
+    neighbouring outputs in input pixels (`jump`)."""
+
+    reach: tuple[Reach, ...]
+    jump: tuple[Num, ...]
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        return tuple(r.size for r in self.reach)
+
+    @property
+    def stride(self) -> tuple[Fraction, ...]:
+        return tuple(Fraction(j) for j in self.jump)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +55,7 @@ class Node:
     shape: Shape
     weights: tuple[Weight, ...]
     macs: int
-    rf: RF
+    rf: Field
     span: Span
     trace: tuple[Frame, ...] = ()
     note: str = ""
@@ -48,12 +65,14 @@ class Node:
         return sum(w.size for w in self.weights if w.trainable)
 
     @property
-    def rf_size(self) -> tuple[int, int]:
-        return math.ceil(self.rf[0]), math.ceil(self.rf[1])
+    def rf_size(self) -> tuple[int, ...]:
+        """Input pixels one output sees, per axis (the largest over output positions)."""
+        return self.rf.size
 
     @property
-    def rf_stride(self) -> tuple[float, float]:
-        return float(self.rf[2]), float(self.rf[3])
+    def rf_stride(self) -> tuple[float, ...]:
+        """Input pixels between neighbouring outputs, per axis."""
+        return tuple(float(j) for j in self.rf.jump)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +151,10 @@ class _Pass:
 
     def run(self) -> ShapedNet:
         g = self.graph
-        one = 1
         first = g.layers[0]
-        self.nodes.append(
-            Node("input", "input", {}, (), g.input_shape, (), 0, (one, one, one, one), first.span)
-        )
+        axes = max(len(g.input_shape) - 1, 0)
+        field = Field((geometry.POINT,) * axes, (1,) * axes)
+        self.nodes.append(Node("input", "input", {}, (), g.input_shape, (), 0, field, first.span))
         self.index[0] = 0
         for i, layer in enumerate(g.layers[1:], start=1):
             self.index[i] = self.shape(i, layer)
@@ -189,7 +207,7 @@ class _Pass:
         return self.append(layer, tuple(ins), out)
 
     def append(self, layer: Layer, ins: tuple[int, ...], out: Out, name: str = "") -> int:
-        rf = self.receptive_field(ins, out.window)
+        rf = self.receptive_field(ins, out.window, out.shape)
         self.nodes.append(
             Node(
                 name or layer.name,
@@ -208,46 +226,50 @@ class _Pass:
         return len(self.nodes) - 1
 
     def project(self, add: Layer, body: int, shortcut: int) -> int:
-        """The projection shortcut of He et al.: a strided 1x1 conv and a batch norm."""
+        """The projection shortcut of He et al. (its geometry: `rules.projection`)."""
         want, have = self.nodes[body].shape, self.nodes[shortcut].shape
-        if want == have or len(want) != 3 or len(have) != 3:
+        attrs = projection(have, want)
+        if attrs is None:
             return shortcut
-        sh, sw = (-(-have[1] // want[1]), -(-have[2] // want[2])) if want[1] and want[2] else (1, 1)
-        if -(-have[1] // sh) != want[1] or -(-have[2] // sw) != want[2]:
-            return shortcut  # no stride fits; the add reports the mismatch
         prefix, _, local = add.name.rpartition(".")
         base = f"{prefix}.shortcut{local[3:]}" if prefix else f"shortcut{local[3:]}"
-        attrs = {
-            "c": want[0],
-            "k": (1, 1),
-            "s": (sh, sw),
-            "p": "valid",
-            "d": (1, 1),
-            "groups": 1,
-            "bias": False,
-        }
         conv = RULES["conv"](Ctx("projection shortcut", attrs, (have,), False))
         note = f"projection shortcut {dims(have)} -> {dims(want)}"
         j = self.append(add, (shortcut,), _with_op(conv, "conv", note), f"{base}.conv")
         norm = RULES["bn"](Ctx("bn", {"eps": 1e-5, "momentum": 0.1}, (want,)))
         return self.append(add, (j,), _with_op(norm, "bn", ""), f"{base}.bn")
 
-    def receptive_field(self, ins: tuple[int, ...], window: Window | None) -> RF:
-        rfs = [self.nodes[j].rf for j in ins]
-        if len({rf[:2] for rf in rfs}) > 1:
-            self.merged = True
-        rh, rw = max(r[0] for r in rfs), max(r[1] for r in rfs)
-        jh, jw = max(r[2] for r in rfs), max(r[3] for r in rfs)
+    def receptive_field(self, ins: tuple[int, ...], window: Window | None, shape: Shape) -> Field:
+        """The union of what the inputs see (an input of one position, a gate, is broadcast:
+        every output sees all of it), moved by the layer's window."""
+        fields = [self.nodes[j].rf for j in ins]
+        reach, jump = fields[0].reach, fields[0].jump
+        for j, other in zip(ins[1:], fields[1:], strict=True):
+            if other.size != fields[0].size:
+                self.merged = True
+            if math.prod(self.nodes[j].shape[1:]) == 1 < math.prod(shape[1:]):
+                other = Field(tuple(_broadcast(r) for r in other.reach), jump)
+            reach = tuple(a.union(b) for a, b in zip(reach, other.reach, strict=True))
+            jump = tuple(max(a, b) for a, b in zip(jump, other.jump, strict=True))
         if window is None:
-            return rh, rw, jh, jw
+            return Field(reach, jump)
         if window.kind == "global":
-            h, w = self.nodes[ins[0]].shape[1:3]
-            return rh + (h - 1) * jh, rw + (w - 1) * jw, jh * h, jw * w
-        (kh, kw), (sh, sw) = window.kernel, window.stride
-        if window.kind == "up":
-            jh, jw = Fraction(jh) / sh, Fraction(jw) / sw
-            return rh + (kh - 1) * jh, rw + (kw - 1) * jw, jh, jw
-        return rh + (kh - 1) * jh, rw + (kw - 1) * jw, jh * sh, jw * sw
+            sizes = self.nodes[ins[0]].shape[1:]
+            return Field(
+                tuple(geometry.whole(r, n) for r, n in zip(reach, sizes, strict=True)),
+                tuple(_exact(Fraction(j) * n) for j, n in zip(jump, sizes, strict=True)),
+            )
+        moved, jumps = [], []
+        for axis, (r, j) in enumerate(zip(reach, jump, strict=True)):
+            k, s = window.kernel[axis], window.stride[axis]
+            d, begin = window.dilation[axis], window.begin[axis]
+            if window.kind == "up":
+                moved.append(geometry.upsample(r, k, s, d, begin))
+                jumps.append(_exact(Fraction(j) / s))
+            else:
+                moved.append(geometry.window(r, k, s, d, begin))
+                jumps.append(j * s)
+        return Field(tuple(moved), tuple(jumps))
 
     @staticmethod
     def check_size(written: str, out: Out) -> None:
@@ -281,6 +303,16 @@ class _Pass:
         if len(sizes) < 2:
             return []
         return [f"in {frame.text}; input sizes " + " → ".join(sizes[k] for k in sorted(sizes))]
+
+
+def _broadcast(reach: Reach) -> Reach:
+    """A gate of one position, seen by every output of the map it scales."""
+    lo, hi = reach.at(0)
+    return Reach(1, 0, (lo,), (hi,))
+
+
+def _exact(value: Fraction) -> Num:
+    return int(value) if value.denominator == 1 else value
 
 
 def _with_op(out: Out, op: str, note: str) -> Out:
