@@ -1,7 +1,9 @@
 """MNIST for `netdsl train --data mnist:DIR`: IDX files in, a checked `Dataset` out.
 
-Part of the data step (`backends/data.py` calls it): reads the four IDX files, gzipped or not
-and under either common spelling, checking each header against the file's size; with only the
+Part of the data step (`sources.py` calls it): reads the four IDX files, gzipped or not and
+under either common spelling, checking each header against the file's size (and the size limit
+of `limits.py`) before the body is read, so neither a lying header nor a gzip bomb allocates
+more than the file really holds; with only the
 t10k pair present it trains on the first 8,000 images and tests on the last 2,000, and says so.
 `download` fetches missing files from a mirror and writes nothing that fails its sha256: the
 official .gz's, or that of the decompressed content (so a mirror that recompresses still passes).
@@ -13,11 +15,15 @@ import gzip
 import hashlib
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
+from netdsl.backends.data import atomic, limits
 from netdsl.backends.data.sources import Dataset, checked
+from netdsl.errors import DataMissing
 from netdsl.source import NetError
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -42,22 +48,25 @@ FILES: dict[str, tuple[str, str]] = {
     ),
 }
 T10K_SPLIT = 8000
+CHUNK = 16 * 2**20  # bytes decompressed at a time
 
 
 def mnist(path: Path) -> Dataset:
     """train-* and t10k-* IDX files; with only t10k-*, its first 8,000 train, last 2,000 test."""
+    if path.exists() and not path.is_dir():
+        raise NetError(f"mnist:{path}: '{path}' is a file, not a folder")
     if not path.is_dir():
-        raise NetError(
+        raise DataMissing(
             f"mnist:{path}: no such directory",
             None,
-            ["pass --download to fetch the four IDX files (checksummed)"],
+            ["download=True fetches the four IDX files (checksummed)"],
         )
     found = {stem: _find_idx(path, stem) for stem in FILES}
     if found["t10k-images-idx3-ubyte"] is None or found["t10k-labels-idx1-ubyte"] is None:
-        raise NetError(
+        raise DataMissing(
             f"mnist:{path}: no t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) there",
             None,
-            ["pass --download to fetch the four IDX files (checksummed)"],
+            ["download=True fetches the four IDX files (checksummed)"],
         )
     images, labels = _pair(found["t10k-images-idx3-ubyte"], found["t10k-labels-idx1-ubyte"])
     train_images, train_labels = found["train-images-idx3-ubyte"], found["train-labels-idx1-ubyte"]
@@ -105,32 +114,52 @@ def _pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file of unsigned bytes (gzipped or not), its header checked against its size."""
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
+    """An IDX file of unsigned bytes (gzipped or not), its header checked against its size
+    before the body is read."""
+    try:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw) if gz else raw
+            return _idx(path, stream, None if gz else path.stat().st_size)
+    except NetError:
+        raise
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise NetError(f"cannot read '{path}': {error}") from None
+
+
+class _Stream(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _idx(path: Path, stream: _Stream, length: int | None) -> np.ndarray:
+    head = stream.read(4)
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] != 0x08 or not 1 <= head[3] <= 4:
         raise NetError(
             f"'{path}' is not an IDX file of unsigned bytes (header "
-            f"{raw[:4].hex() or 'empty'}; expected 0000080N)"
+            f"{head.hex() or 'empty'}; expected 0000080N)"
         )
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
+    ndim = head[3]
+    raw_dims = stream.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
         raise NetError(f"'{path}': IDX header cut short")
-    dims = [int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim)]
-    body = len(raw) - 4 - 4 * ndim
-    if body != int(np.prod(dims)):
-        raise NetError(
-            f"'{path}': the header promises {'x'.join(map(str, dims))} = "
-            f"{int(np.prod(dims)):,} bytes, the file holds {body:,}"
-        )
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise NetError(f"cannot read '{path}': {error}") from None
+    dims = [int.from_bytes(raw_dims[4 * k : 4 * k + 4], "big") for k in range(ndim)]
+    declared = limits.nbytes(dims, 1)
+    promise = f"the header promises {'x'.join(map(str, dims))} = {declared:,} bytes"
+    if length is not None and length - 4 - 4 * ndim != declared:
+        raise NetError(f"'{path}': {promise}, the file holds {length - 4 - 4 * ndim:,}")
+    limits.check(f"'{path}' ({promise})", declared, limits.MAX_ARRAY_BYTES)
+    body, chunks = 0, []
+    while body <= declared:  # a gzip body: read what it really holds, one past the promise
+        chunk = stream.read(min(CHUNK, declared + 1 - body))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        body += len(chunk)
+    if body != declared:
+        held = f"{body:,}" if body <= declared else "more"
+        raise NetError(f"'{path}': {promise}, the file holds {held}")
+    return np.frombuffer(b"".join(chunks), np.uint8).reshape(dims)
 
 
 def download(
@@ -139,7 +168,10 @@ def download(
     """Fetch the IDX files missing from `folder`, each checked against its sha256 before it is
     written (atomically): the official .gz's, or that of its decompressed content."""
     files = FILES if files is None else files
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise NetError(f"cannot create '{folder}': {error.strerror or error}") from None
     for stem, (gz_sha, raw_sha) in files.items():
         if _find_idx(folder, stem) is not None:
             continue
@@ -169,7 +201,4 @@ def download(
                 None,
                 [f"expected {gz_sha} for the .gz or {raw_sha} for its content"],
             )
-        target = folder / f"{stem}.gz"
-        tmp = target.with_suffix(".gz.part")
-        tmp.write_bytes(blob)
-        tmp.replace(target)
+        atomic.write(folder / f"{stem}.gz", blob)

@@ -1,32 +1,34 @@
-"""Datasets for `netdsl train`: a `--data` spec in, checked float32 N×C×H×W arrays out.
+"""Datasets for `netdsl train`: a dataset spec in, checked float32 N×C×H×W arrays out.
 
 The first step of training, beside the compiler rather than after it: `load(spec)` reads one of
 `digits` (scikit-learn's bundled 8x8 digits, a fixed seeded split, no download), `mnist:DIR`
-(IDX files, gzipped or not, and a downloader that checks sha256 sums: `data_mnist.py`),
-`cifar10:DIR` (the
-python pickle batches, read without running pickled code), `folder:DIR` (one sub-folder of
-images per class, or train/ and test/ trees of them) and `npz:FILE` (x_train, y_train, x_test,
-y_test). `fit(data, net)` then checks the arrays against
-the net's input and classes, resizing or padding only where asked. Every problem with the data is
-one `NetError`, raised before training starts. Pixels end up in [0, 1]: the exported model
-expects the same.
+(IDX files, gzipped or not, and a downloader that checks sha256 sums: `mnist.py`), `cifar10:DIR`
+(the python pickle batches, read without running pickled code: `cifar.py`), `folder:DIR` (one
+sub-folder of images per class, or train/ and test/ trees of them: `images.py`) and `npz:FILE`
+(x_train, y_train, x_test, y_test, read header-first: `npy.py`). Sizes are checked against
+`limits.py` before arrays are allocated. `fit(data, net)` then checks the arrays against the
+net's input and classes, resizing or padding only where asked; `fingerprint` names the data a
+checkpoint was trained on. Every problem with the data is one `NetError`, raised before training
+starts. Pixels end up in [0, 1]: the exported model expects the same.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
+import hashlib
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from netdsl.backends.data import images, limits, npy
+from netdsl.errors import ClassCount, ImageSizeMismatch
 from netdsl.source import NetError
 
 KINDS = ("digits", "mnist", "cifar10", "folder", "npz")
 FITS = ("auto", "strict", "resize", "pad")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+SAMPLE = 64  # images per split that a fingerprint hashes, evenly spaced
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,11 @@ class Dataset:
 
 
 def load(spec: str, *, download: bool = False, mirror: str | None = None) -> Dataset:
-    """Read the dataset a `--data` spec names (see the module's docstring)."""
+    """Read the dataset a spec names (see the module's docstring)."""
     kind, _, where = spec.partition(":")
     if kind not in KINDS or (kind == "digits") != (not where):
         raise NetError(
-            f"--data '{spec}' is not a dataset spec",
+            f"'{spec}' is not a dataset spec",
             None,
             ["use digits, mnist:DIR, cifar10:DIR, folder:DIR or npz:FILE"],
         )
@@ -70,8 +72,12 @@ def load(spec: str, *, download: bool = False, mirror: str | None = None) -> Dat
         loaded: Dataset = data_mnist.mnist(path)
         return loaded
     if not path.exists():
-        raise NetError(f"--data {spec}: '{path}' does not exist")
-    return {"cifar10": cifar10, "folder": folder, "npz": npz}[kind](path)
+        raise NetError(f"{spec}: '{path}' does not exist")
+    if kind == "cifar10":
+        from netdsl.backends.data.cifar import cifar10
+
+        return checked(f"cifar10:{path}", *cifar10(path))
+    return folder(path) if kind == "folder" else npz(path)
 
 
 def fit(
@@ -80,14 +86,13 @@ def fit(
     """Check `data` against a net that takes `input_shape` and scores `classes` classes;
     bring the images to its size where `how` (or, for the digits, `auto`) says so."""
     if how not in FITS:
-        raise NetError(f"--fit must be one of {', '.join(FITS)}, got '{how}'")
+        raise NetError(f"fit must be one of {', '.join(FITS)}, got '{how}'")
     for split, y in (("train", data.y_train), ("test", data.y_test)):
         if len(y) and int(y.max()) >= classes:
-            raise NetError(
+            raise ClassCount(
                 f"{data.name}: {split} labels go up to {int(y.max())}, but {net} scores "
                 f"only {classes} classes",
-                None,
-                [f"set the number of classes, e.g. --set classes={int(y.max()) + 1}"],
+                classes=int(y.max()) + 1,
             )
     c, h, w = data.shape
     want = tuple(input_shape)
@@ -103,20 +108,16 @@ def fit(
     if (h, w) == want[1:]:
         return data
     how = "resize" if how == "auto" and data.resizable else how
+    fits = ("resize", "pad") if h <= want[1] and w <= want[2] else ("resize",)
     if how in ("auto", "strict"):
-        raise NetError(
+        raise ImageSizeMismatch(
             f"{data.name} images are {h}x{w}, but {net} takes {want[1]}x{want[2]}",
-            None,
-            [
-                "pass --fit resize (bilinear) or --fit pad (centre in zeros, as "
-                "LeNet-5 did with 28x28 MNIST in 32x32)"
-            ],
+            fits=fits,
         )
-    if how == "pad" and (h > want[1] or w > want[2]):
-        raise NetError(
-            f"--fit pad cannot fit {h}x{w} images into {want[1]}x{want[2]}",
-            None,
-            ["use --fit resize"],
+    if how == "pad" and how not in fits:
+        raise ImageSizeMismatch(
+            f"{h}x{w} images cannot be padded to {want[1]}x{want[2]}, which is smaller",
+            fits=fits,
         )
     change = resize if how == "resize" else pad
     verb = {"resize": "resized", "pad": "padded"}[how]
@@ -193,6 +194,8 @@ def checked(
             raise NetError(f"{name}: y_{split_name} has a negative label ({int(y.min())})")
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise NetError(f"{name}: x_{split_name} holds NaN or infinite values")
+    floats = 4 * (x_train.size + x_test.size)
+    limits.check(f"the dataset {name} as float32", floats, limits.MAX_DATASET_BYTES)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise NetError(
             f"{name}: train images are {'x'.join(map(str, x_train.shape[1:]))} but "
@@ -237,92 +240,45 @@ def digits() -> Dataset:
 
 
 def npz(path: Path) -> Dataset:
+    """x_train, y_train, x_test, y_test of an .npz, their headers checked before reading."""
     keys = ("x_train", "y_train", "x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in keys if k not in archive.files]
-            if missing:
-                raise NetError(
-                    f"'{path}' lacks {', '.join(missing)} (it has "
-                    f"{', '.join(archive.files) or 'nothing'})",
-                    None,
-                    [f"an npz dataset holds {', '.join(keys)}"],
-                )
-            arrays = [archive[k] for k in keys]
-    except (OSError, ValueError) as error:
-        raise NetError(f"cannot read '{path}' as an .npz archive: {error}") from None
-    for key, x in zip(keys[::2], arrays[::2], strict=True):
-        if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
-            raise NetError(f"'{path}': {key} holds {x.dtype}; use uint8 (0-255) or floats")
-    return checked(f"npz:{path}", *arrays)
-
-
-# ---- CIFAR-10 (python batches) and folders of images -------------------------------------------
-
-
-class _Batches(pickle.Unpickler):
-    """Unpickles CIFAR's dicts of bytes, lists and numpy arrays, and nothing that runs code."""
-
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("copyreg", "_reconstructor"),
-            ("_codecs", "encode"),
-        }
-    )
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        raw = _Batches(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-        data, labels = raw[b"data"], raw[b"labels"]
-        x = np.asarray(data, dtype=np.uint8)
-        if x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
-            raise ValueError(f"data is {x.shape}, not N×3072")
-        return x.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
-    except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
+    if not path.is_file():
+        raise NetError(f"npz:{path}: '{path}' is not a file")
+    declared = npy.members(path)
+    missing = [k for k in keys if k not in declared]
+    if missing:
         raise NetError(
-            f"'{path}' is not a CIFAR-10 python batch: {type(error).__name__}: {error}"
-        ) from None
-
-
-def cifar10(path: Path) -> Dataset:
-    """data_batch_1..5 and test_batch of the python version (cifar-10-batches-py)."""
-    if (path / "cifar-10-batches-py").is_dir():
-        path = path / "cifar-10-batches-py"
-    train = sorted(path.glob("data_batch_*"))
-    if not train or not (path / "test_batch").is_file():
-        raise NetError(
-            f"cifar10:{path}: needs data_batch_1 ... and test_batch (the python "
-            "version of CIFAR-10)"
+            f"'{path}' lacks {', '.join(missing)} (it has {', '.join(declared) or 'nothing'})",
+            None,
+            [f"an npz dataset holds {', '.join(keys)}"],
         )
-    parts = [_batch(p) for p in train]
-    x_test, y_test = _batch(path / "test_batch")
-    x_train = np.concatenate([x for x, _ in parts])
-    y_train = np.concatenate([y for _, y in parts])
-    return checked(f"cifar10:{path}", x_train, y_train, x_test, y_test)
+    for key in keys[::2]:
+        m = declared[key]
+        if m.dtype != np.uint8 and m.dtype.kind != "f":
+            raise NetError(f"'{path}': {key} holds {m.dtype}; use uint8 (0-255) or floats")
+    floats = sum(4 * math.prod(declared[k].shape) for k in keys[::2])
+    limits.check(f"the dataset npz:{path} as float32", floats, limits.MAX_DATASET_BYTES)
+    a = npy.load(path, keys)
+    return checked(f"npz:{path}", a["x_train"], a["y_train"], a["x_test"], a["y_test"])
 
 
 def folder(path: Path) -> Dataset:
     """DIR/<class>/<image> (split 80/20, fixed), or DIR/train/<class>/... and DIR/test/<class>/...
-    Classes are the sub-folders in sorted order, ids from 0."""
+    Classes are the sub-folders in sorted order, ids from 0; images follow `images.py`'s rule."""
+    if not path.is_dir():
+        raise NetError(f"folder:{path}: '{path}' is not a folder")
     if (path / "train").is_dir() and (path / "test").is_dir():
-        classes = _classes(path / "train")
-        x_train, y_train = _images(path / "train", classes)
-        x_test, y_test = _images(path / "test", classes)
+        names = images.classes(path / "train")
+        x_train, y_train = images.folder_images(path / "train", names)
+        x_test, y_test = images.folder_images(path / "test", names)
+        if x_train.shape[1] != x_test.shape[1]:  # grey test images beside colour training ones
+            c = max(x_train.shape[1], x_test.shape[1])
+            x_train, x_test = (np.repeat(x, c // x.shape[1], axis=1) for x in (x_train, x_test))
         return checked(
-            f"folder:{path}", x_train, y_train, x_test, y_test, (f"classes: {', '.join(classes)}",)
+            f"folder:{path}", x_train, y_train, x_test, y_test, (f"classes: {', '.join(names)}",)
         )
-    classes = _classes(path)
-    x, y = _images(path, classes)
+    names = images.classes(path)
+    x, y = images.folder_images(path, names)
     train, test = split(y, 0.2, seed=0)
     return checked(
         f"folder:{path}",
@@ -330,42 +286,36 @@ def folder(path: Path) -> Dataset:
         y[train],
         x[test],
         y[test],
-        (f"classes: {', '.join(classes)}; 80/20 split fixed by seed 0",),
+        (f"classes: {', '.join(names)}; 80/20 split fixed by seed 0",),
     )
 
 
-def _classes(path: Path) -> list[str]:
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise NetError(
-            f"folder:{path}: needs one sub-folder of images per class, found {len(classes)}"
-        )
-    return classes
+def fingerprint(data: Dataset) -> dict[str, Any]:
+    """What names a dataset in a checkpoint: its name, sizes, and a sha256 of every label and
+    of SAMPLE evenly spaced images of each split (cheap, and any real change shows)."""
+    digest = hashlib.sha256()
+    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+        picks = np.unique(np.linspace(0, len(x) - 1, num=min(SAMPLE, len(x))).astype(np.int64))
+        digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(x[picks], dtype=np.float32).tobytes())
+    return {
+        "name": data.name,
+        "train": len(data.x_train),
+        "test": len(data.x_test),
+        "shape": list(data.shape),
+        "sha256": digest.hexdigest(),
+    }
 
 
-def _images(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
-    xs, ys, first = [], [], None
-    for label, name in enumerate(classes):
-        files = sorted(p for p in (path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise NetError(f"folder:{path}: class folder '{name}' holds no images")
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    mode = "L" if image.mode in ("1", "L", "I;16", "I", "F") else "RGB"
-                    pixels = np.asarray(image.convert(mode), dtype=np.uint8)
-            except (OSError, UnidentifiedImageError) as error:
-                raise NetError(f"cannot read image '{file}': {error}") from None
-            pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-            if first is not None and pixels.shape != first[1]:
-                raise NetError(
-                    f"'{file}' is {'x'.join(map(str, pixels.shape))}, but "
-                    f"'{first[0]}' is {'x'.join(map(str, first[1]))}; images of a "
-                    "folder dataset must share one size and mode"
-                )
-            first = first or (file, pixels.shape)
-            xs.append(pixels)
-            ys.append(label)
-    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+def differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How the data `now` differs from the `saved` fingerprint, in words; [] if it does not."""
+    said = []
+    for key, label in (("train", "training images"), ("test", "test images")):
+        if saved.get(key) != now[key]:
+            said.append(f"{label} {saved.get(key)} -> {now[key]}")
+    if saved.get("shape") != now["shape"]:
+        shape = "x".join(map(str, saved.get("shape") or ["?"]))
+        said.append(f"image size {shape} -> {'x'.join(map(str, now['shape']))}")
+    if not said and saved.get("sha256") != now["sha256"]:
+        said.append("the same sizes but other images or labels")
+    return said
