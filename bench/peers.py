@@ -116,25 +116,46 @@ class ResNet(nn.Module):
         return x.softmax(1) if self.softmax else x
 
 
-VGG16_CONFIG = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+# torchvision's VGG configurations: (channels, convs) per stage, each stage ending in a max pool.
+VGG_CONFIGS = {
+    11: ((64, 1), (128, 1), (256, 2), (512, 2), (512, 2)),
+    13: ((64, 2), (128, 2), (256, 2), (512, 2), (512, 2)),
+    16: ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)),
+    19: ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4)),
+}
+VGG16_CONFIG = VGG_CONFIGS[16]
 
 
-class VGG16(nn.Module):
-    """VGG-16 (configuration D, no batch norm) as torchvision's `vgg16`, on 3x224x224 (so its
-    adaptive 7x7 average pool is the identity and is left out)."""
+class VGG(nn.Module):
+    """VGG-11/13/16/19, with or without batch norm, as torchvision's `vggNN`/`vggNN_bn`:
+    `features` (conv, [bn,] relu per conv; a max pool per stage), `avgpool` (adaptive, to
+    `pool` x `pool`: torchvision's 7, the identity at 224x224) and `classifier`. A smaller
+    `pool` keeps the structure and key names for smaller inputs (the classifier's first fc then
+    takes 512*pool*pool inputs)."""
 
-    def __init__(self, classes: int = 1000, softmax: bool = True) -> None:
+    def __init__(
+        self,
+        depth: int = 16,
+        bn: bool = False,
+        classes: int = 1000,
+        softmax: bool = True,
+        pool: int = 7,
+    ) -> None:
         super().__init__()
+        self.config, self.bn = VGG_CONFIGS[depth], bn
         layers: list[nn.Module] = []
         cin = 3
-        for c, n in VGG16_CONFIG:
+        for c, n in self.config:
             for _ in range(n):
-                layers += [nn.Conv2d(cin, c, 3, 1, 1), nn.ReLU(inplace=True)]
+                layers.append(nn.Conv2d(cin, c, 3, 1, 1))
+                layers += [nn.BatchNorm2d(c)] if bn else []
+                layers.append(nn.ReLU(inplace=True))
                 cin = c
             layers.append(nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096),
+            nn.Linear(512 * pool * pool, 4096),
             nn.ReLU(True),
             nn.Dropout(),
             nn.Linear(4096, 4096),
@@ -145,16 +166,220 @@ class VGG16(nn.Module):
         self.softmax = softmax
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.classifier(self.features(x).flatten(1))
+        x = self.classifier(self.avgpool(self.features(x)).flatten(1))
         return x.softmax(1) if self.softmax else x
 
 
-def build(name: str, classes: int | None = None, softmax: bool = True) -> nn.Module:
-    """A peer by zoo name: lenet5, resnet18 ... resnet152, vgg16 (eval mode)."""
+class VGG16(VGG):
+    """VGG-16 (configuration D, no batch norm) as torchvision's `vgg16`."""
+
+    def __init__(self, classes: int = 1000, softmax: bool = True) -> None:
+        super().__init__(16, False, classes, softmax)
+
+
+class AlexNet(nn.Module):
+    """torchvision's `alexnet` (the one-stream "one weird trick" variant; nets/alexnet.net's
+    `alexnet_tv`): `features`, `avgpool` (adaptive, to `pool` x `pool`: torchvision's 6, the
+    identity at 224x224), `classifier` with the dropouts before the fcs."""
+
+    def __init__(self, classes: int = 1000, softmax: bool = True, pool: int = 6) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, 4, 2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5),
+            nn.Linear(256 * pool * pool, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, classes),
+        )
+        self.softmax = softmax
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.classifier(self.avgpool(self.features(x)).flatten(1))
+        return x.softmax(1) if self.softmax else x
+
+
+class BasicConv2d(nn.Module):
+    """GoogLeNet's conv -> bn(eps 0.001) -> relu, named `conv` and `bn` as torchvision does."""
+
+    def __init__(self, cin: int, cout: int, k: int, s: int = 1, p: int = 0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, s, p, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class Inception(nn.Module):
+    def __init__(self, cin: int, c1: int, r3: int, c3: int, r5: int, c5: int, pp: int) -> None:
+        super().__init__()
+        self.branch1 = BasicConv2d(cin, c1, 1)
+        self.branch2 = nn.Sequential(BasicConv2d(cin, r3, 1), BasicConv2d(r3, c3, 3, p=1))
+        # torchvision's "5x5" branch is a 3x3 (a slip kept for its ported weights)
+        self.branch3 = nn.Sequential(BasicConv2d(cin, r5, 1), BasicConv2d(r5, c5, 3, p=1))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), BasicConv2d(cin, pp, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        branches = (self.branch1, self.branch2, self.branch3, self.branch4)
+        return torch.cat([b(x) for b in branches], 1)
+
+
+class InceptionAux(nn.Module):
+    """An auxiliary classifier: in torchvision's pretrained file, used only in training."""
+
+    def __init__(self, cin: int, classes: int) -> None:
+        super().__init__()
+        self.conv = BasicConv2d(cin, 128, 1)
+        self.fc1, self.fc2 = nn.Linear(2048, 1024), nn.Linear(1024, classes)
+
+
+INCEPTIONS = {  # torchvision's names and the paper's Table 1 columns, input channels first
+    "3a": (192, 64, 96, 128, 16, 32, 32),
+    "3b": (256, 128, 128, 192, 32, 96, 64),
+    "4a": (480, 192, 96, 208, 16, 48, 64),
+    "4b": (512, 160, 112, 224, 24, 64, 64),
+    "4c": (512, 128, 128, 256, 24, 64, 64),
+    "4d": (512, 112, 144, 288, 32, 64, 64),
+    "4e": (528, 256, 160, 320, 32, 128, 128),
+    "5a": (832, 256, 160, 320, 32, 128, 128),
+    "5b": (832, 384, 192, 384, 48, 128, 128),
+}
+
+
+class GoogLeNet(nn.Module):
+    """torchvision's `googlenet`, module for module, with the auxiliary classifiers of its
+    pretrained file (`aux_logits`; unused in eval) and its `transform_input`, which its
+    pretrained weights turn on: it maps ImageNet-normalised inputs to (x - 0.5) / 0.5."""
+
+    def __init__(
+        self,
+        classes: int = 1000,
+        softmax: bool = True,
+        aux_logits: bool = True,
+        transform_input: bool = False,
+    ) -> None:
+        super().__init__()
+        self.transform_input, self.softmax = transform_input, softmax
+        self.conv1 = BasicConv2d(3, 64, 7, 2, 3)
+        self.maxpool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = BasicConv2d(64, 64, 1)
+        self.conv3 = BasicConv2d(64, 192, 3, p=1)
+        self.maxpool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        for name, args in INCEPTIONS.items():
+            self.add_module(f"inception{name}", Inception(*args))
+            if name in ("3b", "4e"):
+                self.add_module(f"maxpool{3 if name == '3b' else 4}", _googlenet_pool(name))
+        if aux_logits:
+            self.aux1, self.aux2 = InceptionAux(512, classes), InceptionAux(528, classes)
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(1024, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.transform_input:
+            mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+            x = x * (std / 0.5).view(1, 3, 1, 1) + ((mean - 0.5) / 0.5).view(1, 3, 1, 1)
+        x = self.maxpool1(self.conv1(x))
+        x = self.maxpool2(self.conv3(self.conv2(x)))
+        for name in INCEPTIONS:
+            x = getattr(self, f"inception{name}")(x)
+            if name in ("3b", "4e"):
+                x = getattr(self, f"maxpool{3 if name == '3b' else 4}")(x)
+        x = self.fc(self.dropout(x.mean((2, 3))))
+        return x.softmax(1) if self.softmax else x
+
+
+def _googlenet_pool(after: str) -> nn.MaxPool2d:
+    return (
+        nn.MaxPool2d(3, 2, ceil_mode=True) if after == "3b" else nn.MaxPool2d(2, 2, ceil_mode=True)
+    )
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, cin: int, growth: int = 32, bn_size: int = 4) -> None:
+        super().__init__()
+        self.norm1, self.relu1 = nn.BatchNorm2d(cin), nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(cin, bn_size * growth, 1, bias=False)
+        self.norm2, self.relu2 = nn.BatchNorm2d(bn_size * growth), nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv1(self.relu1(self.norm1(x)))
+        return torch.cat([x, self.conv2(self.relu2(self.norm2(out)))], 1)
+
+
+class DenseNet(nn.Module):
+    """torchvision's `densenet121`: `features` holding conv0, norm0, relu0, pool0, then
+    denseblockN (of denselayerM) and transitionN (norm, relu, conv, pool), norm5; then
+    relu, global average pool and `classifier`."""
+
+    def __init__(self, classes: int = 1000, softmax: bool = True) -> None:
+        super().__init__()
+        layers: dict[str, nn.Module] = {
+            "conv0": nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+            "norm0": nn.BatchNorm2d(64),
+            "relu0": nn.ReLU(inplace=True),
+            "pool0": nn.MaxPool2d(3, 2, 1),
+        }
+        c = 64
+        for i, n in enumerate((6, 12, 24, 16), 1):
+            block = nn.Sequential()
+            for j in range(1, n + 1):
+                block.add_module(f"denselayer{j}", DenseLayer(c + (j - 1) * 32))
+            layers[f"denseblock{i}"], c = block, c + n * 32
+            if i < 4:
+                transition = nn.Sequential()
+                transition.add_module("norm", nn.BatchNorm2d(c))
+                transition.add_module("relu", nn.ReLU(inplace=True))
+                transition.add_module("conv", nn.Conv2d(c, c // 2, 1, bias=False))
+                transition.add_module("pool", nn.AvgPool2d(2, 2))
+                layers[f"transition{i}"], c = transition, c // 2
+        layers["norm5"] = nn.BatchNorm2d(c)
+        self.features = nn.Sequential()
+        for name, module in layers.items():
+            self.features.add_module(name, module)
+        self.classifier = nn.Linear(c, classes)
+        self.softmax = softmax
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.classifier(torch.relu(self.features(x)).mean((2, 3)))
+        return x.softmax(1) if self.softmax else x
+
+
+def build(
+    name: str, classes: int | None = None, softmax: bool = True, pool: int | None = None
+) -> nn.Module:
+    """A peer by zoo name (eval mode): lenet5, resnet18 ... resnet152, vgg11 ... vgg19 and
+    their _bn, alexnet_tv, googlenet, densenet121. `pool` sets the adaptive pool of AlexNet and
+    VGG (for inputs smaller than 224)."""
     if name == "lenet5":
         model: nn.Module = LeNet5(classes or 10, softmax)
-    elif name == "vgg16":
-        model = VGG16(classes or 1000, softmax)
+    elif name == "alexnet_tv":
+        model = AlexNet(classes or 1000, softmax, pool or 6)
+    elif name.startswith("vgg") and int(name[3:5] or 0) in VGG_CONFIGS:
+        depth, bn = int(name[3:5]), name.endswith("_bn")
+        model = VGG(depth, bn, classes or 1000, softmax, pool or 7)
+    elif name == "googlenet":
+        model = GoogLeNet(classes or 1000, softmax)
+    elif name == "densenet121":
+        model = DenseNet(classes or 1000, softmax)
     elif name.startswith("resnet") and int(name[6:] or 0) in DEPTHS:
         model = ResNet(int(name[6:]), classes or 1000, softmax)
     else:
@@ -178,17 +403,15 @@ def netdsl_names(model: nn.Module) -> dict[str, str]:
             for w in ("weight", "bias")
         }
     names: dict[str, str] = {}
-    if isinstance(model, VGG16):
-        convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
-        index = {id(m): i for i, m in enumerate(model.features)}
+    if isinstance(model, VGG):
+        convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
         k = 0
-        for stage, (_, n) in enumerate(VGG16_CONFIG, 1):
+        for stage, (_, n) in enumerate(model.config, 1):
             for j in range(1, n + 1):
-                conv = convs[k]
-                k += 1
-                for w in ("weight", "bias"):
-                    where = f"stage{stage}.block{j}.conv1.{w}"  # nets/vgg.net's `stage`
-                    names[f"features.{index[id(conv)]}.{w}"] = where
+                i, k = convs[k], k + 1
+                where = f"stage{stage}.block{j}"  # nets/vgg.net's `stage` and `stage_bn`
+                names |= {f"features.{i}.{w}": f"{where}.conv1.{w}" for w in ("weight", "bias")}
+                names |= _bn(f"features.{i + 1}", f"{where}.bn1") if model.bn else {}
         heads = ("classifier1.block1.fc1", "classifier1.block2.fc1", "classifier1.fc1")
         for i, head in zip((0, 3, 6), heads, strict=True):
             names |= {f"classifier.{i}.{w}": f"{head}.{w}" for w in ("weight", "bias")}
@@ -242,7 +465,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, nn.BatchNorm2d) and m.weight is not None:
                 c = m.num_features
                 m.weight.copy_(0.5 + torch.rand(c, generator=generator))
                 m.bias.copy_(0.1 * torch.randn(c, generator=generator))
@@ -266,7 +489,10 @@ def check_names(model: nn.Module, net: object) -> list[str]:
     return problems
 
 
-PEERS = ("lenet5", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+VGGS = tuple(f"vgg{d}{bn}" for d in VGG_CONFIGS for bn in ("", "_bn"))
+PEERS = ("lenet5", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", *VGGS)
+# torchvision's models that zoo nets are twins of (netdsl.backends.onnx.names maps their keys)
+TWINS = ("alexnet_tv", "googlenet", "densenet121", *PEERS[1:])
 
 
 def main() -> int:
