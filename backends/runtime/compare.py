@@ -131,6 +131,8 @@ def check_inputs_fit(model: Any, batches: Sequence[int]) -> None:
         raise NetError("the model has no input")
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+    if not shape:
+        raise NetError("the model's input is a scalar; netdsl feeds a batch of images")
     fixed = [d for d in shape[1:] if isinstance(d, int)]
     largest = max(batches)
     memory.check_fits(

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error.render(), file=sys.stderr)
         return USAGE
     except NetError as error:
-        print(advise(error).render(), file=sys.stderr)
+        print(advise(error, args.command).render(), file=sys.stderr)
         return ERROR
     except ModuleNotFoundError as error:
         missing = missing_extra(error, f"netdsl {args.command}")

@@ -15,48 +15,60 @@ from netdsl import errors
 from netdsl.source import NetError
 
 
-def _fit(facts: dict[str, Any]) -> str:
+def _fit(facts: dict[str, Any], command: str) -> str:
+    flag = "--calib-fit" if command in ("compile", "engine") else "--fit"
     ways = {
-        "resize": "--fit resize (bilinear)",
-        "pad": "--fit pad (centre in zeros)",
+        "resize": f"{flag} resize (bilinear)",
+        "pad": f"{flag} pad (centre in zeros)",
     }
     chosen = [ways[w] for w in facts.get("fits", ("resize", "pad")) if w in ways]
     return f"pass {' or '.join(chosen)}" if chosen else ""
 
 
-def _lr(facts: dict[str, Any]) -> str:
+def _lr(facts: dict[str, Any], command: str) -> str:
     lr = facts.get("lr")
     return "try a lower --lr" + (f" (it was {lr:g})" if isinstance(lr, (int, float)) else "")
 
 
-def _batch(facts: dict[str, Any]) -> str:
+def _batch(facts: dict[str, Any], command: str) -> str:
     batch = facts.get("batch", "B")
     return f"bench it with --batch {batch}, or compile it without --batch"
 
 
-def _classes(facts: dict[str, Any]) -> str:
+def _classes(facts: dict[str, Any], command: str) -> str:
     return f"set the number of classes, e.g. --set classes={facts.get('classes', 'N')}"
 
 
-ADVICE: dict[type[errors.Advisable], Callable[[dict[str, Any]], str]] = {
-    errors.WeightsMismatch: lambda _: (
+def _data(facts: dict[str, Any], command: str) -> str:
+    if command == "train":
+        return "pass --download to fetch the files (checksummed)"
+    return "fetch them once with `netdsl train ... --data mnist:DIR --download`"
+
+
+# Each class of netdsl.errors -> its advice, given the error's facts and the command's name.
+Advice = Callable[[dict[str, Any], str], str]
+ADVICE: dict[type[errors.Advisable], Advice] = {
+    errors.WeightsMismatch: lambda _, __: (
         "pass --skip-mismatched to keep fresh weights for them (to fine-tune with a new head)"
     ),
     errors.Diverged: _lr,
     errors.FixedBatch: _batch,
-    errors.NeedsInference: lambda _: "compile with --inference",
-    errors.DataMissing: lambda _: "pass --download to fetch the files (checksummed)",
-    errors.NoCheckpoint: lambda _: "pass the --out folder of the run to continue",
+    errors.NeedsInference: lambda _, __: "compile with --inference",
+    errors.DataMissing: _data,
+    errors.NoCheckpoint: lambda _, __: "pass the --out folder of the run to continue",
     errors.ImageSizeMismatch: _fit,
     errors.ClassCount: _classes,
 }
 
 
-def advise(error: NetError) -> NetError:
-    """The error with the command line's advice appended to its first diagnostic."""
+def advise(error: NetError, command: str = "") -> NetError:
+    """The error with the command line's advice for `command` appended to its first
+    diagnostic."""
     if not isinstance(error, errors.Advisable) or not error.diagnostics:
         return error
-    note = next((text(error.facts) for kind, text in ADVICE.items() if isinstance(error, kind)), "")
+    note = next(
+        (text(error.facts, command) for kind, text in ADVICE.items() if isinstance(error, kind)), ""
+    )
     first = error.diagnostics[0]
     if not note or note in first.notes:
         return error

@@ -256,10 +256,12 @@ def _runtime(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     from netdsl.backends.onnx.compile import compile_net
+    from netdsl.backends.onnx.emit import layer_spans
     from netdsl.backends.passes.fp16 import apply_precision
     from netdsl.backends.runtime.ort import read_model
     from netdsl.backends.tensorrt import engine as trt
 
+    spans = None
     out_name = args.output
     if args.precision == "int8" or not _is_onnx(args.model):
         if args.precision == "int8" and _is_onnx(args.model):
@@ -267,6 +269,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         net = o.net(args.model, args.set)
         fixed = {"int8_target": "tensorrt", "mode": "inference", "batch": None}
         model = compile_net(net, compile_options(args, **fixed))
+        spans = layer_spans(net)  # so TensorRT's problems point at the .net text
     else:
         model = read_model(args.model)
         mode = {p.key: p.value for p in model.metadata_props}.get("mode", "")
@@ -282,7 +285,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
     cache = Path(args.timing_cache) if args.timing_cache else None
     if cache is not None and cache.is_dir():
         raise NetError(f"--timing-cache '{cache}' is a folder, not a file")
-    engine = trt.build_engine(model, args.batch, workspace=args.workspace, timing_cache=cache)
+    engine = trt.build_engine(
+        model, args.batch, workspace=args.workspace, timing_cache=cache, spans=spans
+    )
     trt.write_atomically(out, engine)
     profile = args.batch
     print(

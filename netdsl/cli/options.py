@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,13 @@ def batches(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"takes whole numbers from 1 to {MAX_BATCH:,} like 1,8,64, got '{text}'"
         ) from None
+
+
+def url(text: str) -> str:
+    """An http(s) or file URL (a mirror to download from)."""
+    if not text.startswith(("http://", "https://", "file://")):
+        raise argparse.ArgumentTypeError(f"takes an http://, https:// or file:// URL, got '{text}'")
+    return text.rstrip("/")
 
 
 def library_type(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
@@ -230,6 +238,10 @@ def output_folder(path: str | Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise NetError(f"cannot create the folder '{out}': {error.strerror or error}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise NetError(f"cannot write into '{out}': permission denied")
+    try:  # a real file, not os.access: /proc passes that test and refuses every file
+        fd, probe = tempfile.mkstemp(prefix=".netdsl-probe-", dir=out)
+    except OSError as error:
+        raise NetError(f"cannot write into '{out}': {error.strerror or error}") from None
+    os.close(fd)
+    os.unlink(probe)
     return out

@@ -100,7 +100,9 @@ def register(subparsers: Any) -> None:
     t.add_argument(
         "--download", action="store_true", help="mnist: fetch missing IDX files (sha256-checked)"
     )
-    t.add_argument("--mirror", metavar="URL", help="mnist: where --download fetches from")
+    t.add_argument(
+        "--mirror", type=o.url, metavar="URL", help="mnist: where --download fetches from"
+    )
     t.add_argument(
         "--fit",
         choices=("auto", "strict", "resize", "pad"),
