@@ -2,9 +2,10 @@
 
 Third stop of the pipeline. The expander walks a net's chain once, threading the index of the
 current layer through it, and appends frozen `Layer`s to a list. Mistakes are collected rather
-than raised one at a time, so a file with three typos reports three errors. A layer budget is
-checked before and during unrolling, so `[conv3x3]*1000000000` is refused at once, in bounded
-memory.
+than raised one at a time, so a file with three typos reports three errors; a mistake inside a
+repetition is reported once, for all its passes. The work budget of `budget.py` (layers, steps,
+depth) is checked before and during unrolling, so `[conv3x3]*1000000000` and
+`[[relu*0]*100000]*100000` are refused at once, in bounded time and memory.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from typing import Any
 
 from netdsl import ops
 from netdsl import syntax as ast
+from netdsl.budget import MAX_DEPTH, MAX_LAYERS, MAX_STEPS, Cost, Estimator
 from netdsl.evaluate import Env, did_you_mean, evaluate
 from netdsl.graph import Frame, Graph, Layer
 from netdsl.rules import LOWERINGS
 from netdsl.source import Diagnostics, NetError, Span
 
-MAX_LAYERS = 100_000
 MAX_DIM = 2**31 - 1
+MAX_TRACE = 8  # trace notes shown for one error; a deeper path is cut in the middle
+
+
+class OverBudget(NetError):
+    """The net asks for more work than the budget allows: raised at once, never collected."""
 
 
 # ---- the expander ----------------------------------------------------------------------------
@@ -60,6 +66,9 @@ class _Expander:
         self.implicit: Counter[str] = Counter()
         self.calls: list[str] = []  # definitions being expanded, to refuse recursion
         self.keys = itertools.count(1)
+        self.steps = 0  # chain nodes visited so far
+        self.depth = 0  # chain nodes open now
+        self.estimate = Estimator(defs)
 
     def emit(
         self,
@@ -71,11 +80,34 @@ class _Expander:
         trace: tuple[Frame, ...],
     ) -> int:
         if len(self.layers) >= MAX_LAYERS:
-            raise NetError(f"the net expands to more than {MAX_LAYERS:,} layers", span)
+            raise OverBudget(f"the net expands to more than {MAX_LAYERS:,} layers", span)
         self.layers.append(Layer(name, op, attrs, inputs, span, trace))
         return len(self.layers) - 1
 
     def chain(
+        self, node: ast.Chain, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
+    ) -> int:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise OverBudget(
+                f"the net takes more than {MAX_STEPS:,} steps to expand",
+                node.span,
+                ["every pass of a repetition costs steps, even one that adds no layer"],
+            )
+        if self.depth >= MAX_DEPTH:
+            raise OverBudget(
+                f"the net nests more than {MAX_DEPTH} levels deep (definitions using "
+                "definitions, brackets, repetitions)",
+                node.span,
+                trace_notes(trace),
+            )
+        self.depth += 1
+        try:
+            return self.visit(node, x, env, scope, trace)
+        finally:
+            self.depth -= 1
+
+    def visit(
         self, node: ast.Chain, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
     ) -> int:
         match node:
@@ -135,12 +167,49 @@ class _Expander:
         except NetError as error:
             self.diagnostics.extend(error)
             return x
+        self.afford(node, n, self.estimate.least(node.body), "at least", trace)
         key = next(self.keys)
         for i in range(n):
             frame = Frame(f"repetition {i + 1} of {n}", node.span, key, i + 1, n)
             inner = scope.child("block") if isinstance(node.body, ast.Group) else scope
+            before = (len(self.layers), self.steps, len(self.diagnostics.items))
             x = self.chain(node.body, x, env, inner, (*trace, frame))
+            if i == 0 and n > 1:
+                # every pass sees the same names, so it fails and costs as the first one did
+                if len(self.diagnostics.items) > before[2]:
+                    self.every_pass(before[2], frame, n)
+                    return x
+                first = Cost(len(self.layers) - before[0], self.steps - before[1])
+                self.afford(node, n - 1, first, "exactly", trace)
         return x
+
+    def afford(
+        self, node: ast.Repeat, n: int, each: Cost, how: str, trace: tuple[Frame, ...]
+    ) -> None:
+        """Refuse `n` more passes of `each` if they cannot fit in what is left of the budget."""
+        layers_left = MAX_LAYERS - len(self.layers)
+        steps_left = MAX_STEPS - self.steps
+        if each.layers * n > layers_left:
+            what = f"the net expands to more than {MAX_LAYERS:,} layers"
+            cost = f"{each.layers:,} layer{'s' if each.layers > 1 else ''}"
+        elif each.steps * n > steps_left:
+            what = f"the net takes more than {MAX_STEPS:,} steps to expand"
+            cost = f"{each.steps:,} steps (every pass costs, even one that adds no layer)"
+        else:
+            return
+        raise OverBudget(
+            what, node.span, [f"{n:,} passes of {how} {cost} each", *trace_notes(trace)]
+        )
+
+    def every_pass(self, start: int, frame: Frame, n: int) -> None:
+        """Say once that the errors of a repetition's first pass happen in all its passes."""
+        first = f"{frame.text} at {frame.span.where}"
+        every = f"in repetitions 1–{n:,} of {n:,} at {frame.span.where}"
+        items = self.diagnostics.items
+        for k in range(start, len(items)):
+            d = items[k]
+            notes = tuple(every if note == first else note for note in d.notes)
+            items[k] = type(d)(d.message, d.span, notes, d.severity)
 
     def comprehension(
         self, node: ast.Comprehension, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
@@ -151,6 +220,7 @@ class _Expander:
         except NetError as error:
             self.diagnostics.extend(error)
             return x
+        self.afford_items(node, len(bindings), trace)
         key = next(self.keys)
         for i, binding in enumerate(bindings):
             text = ", ".join(f"{k}={ops.show(v)}" for k, v in binding.items())
@@ -161,6 +231,18 @@ class _Expander:
             inner.adopt = isinstance(node.body, ast.Call) and node.body.name in self.defs
             x = self.chain(node.body, x, {**env, **binding}, inner, (*trace, frame))
         return x
+
+    def afford_items(self, node: ast.Comprehension, n: int, trace: tuple[Frame, ...]) -> None:
+        each = self.estimate.least(node.body)
+        if each.layers * n > MAX_LAYERS - len(self.layers) or each.steps * n > (
+            MAX_STEPS - self.steps
+        ):
+            raise OverBudget(
+                f"the net expands to more than {MAX_LAYERS:,} layers or takes more than "
+                f"{MAX_STEPS:,} steps",
+                node.span,
+                [f"{n:,} items of at least {each.layers:,} layers each", *trace_notes(trace)],
+            )
 
     @staticmethod
     def bind_targets(node: ast.Comprehension, value: Any) -> dict[str, Any]:
@@ -181,9 +263,9 @@ class _Expander:
             if node.name in self.defs:
                 return self.call_def(node, self.defs[node.name], x, env, scope, trace)
             return self.call_op(node, x, env, scope, trace)
+        except OverBudget:
+            raise
         except NetError as error:
-            if len(self.layers) >= MAX_LAYERS:
-                raise
             notes = [*error.diagnostics[0].notes, *trace_notes(trace)]
             self.diagnostics.error(error.message, error.span, notes)
             self.diagnostics.items.extend(error.diagnostics[1:])
@@ -224,7 +306,10 @@ class _Expander:
                 raise NetError(
                     f"'{definition.name}' has no parameter '{arg.name}'",
                     arg.span,
-                    did_you_mean(arg.name, list(params)),
+                    [
+                        f"{definition.name} takes {', '.join(params) or 'no arguments'}",
+                        *did_you_mean(arg.name, list(params)),
+                    ],
                 )
             else:
                 name = arg.name
@@ -290,10 +375,14 @@ class _Expander:
         for i, arg in enumerate(node.args):
             if arg.name is None:
                 if i >= len(positional):
-                    raise NetError(
-                        f"'{node.name}' takes at most {len(positional)} positional arguments",
-                        arg.span,
-                    )
+                    if not op.params:
+                        limit = "no arguments"
+                    elif not positional:
+                        limit = "no positional arguments"
+                    else:
+                        limit = f"at most {len(positional)} positional argument"
+                        limit += "s" if len(positional) > 1 else ""
+                    raise NetError(f"'{node.name}' takes {limit}", arg.span)
                 name = positional[i].name
             elif op.param(arg.name) is None:
                 params = [p.name for p in op.params]
@@ -310,7 +399,7 @@ class _Expander:
             if name in raw:
                 why = " (the name already says it)" if name == "k" and kernel else ""
                 raise NetError(f"'{name}' given twice{why}", arg.span)
-            raw[name] = (evaluate(arg.value, env), arg.span)
+            raw[name] = (self.argument(op, name, arg.value, env), arg.span)
         attrs: dict[str, Any] = {}
         for p in op.params:
             if p.name in raw:
@@ -334,11 +423,33 @@ class _Expander:
             attrs["s"] = attrs["k"]
         return attrs
 
+    @staticmethod
+    def argument(op: ops.Op, name: str, value: ast.Expr, env: Env) -> Any:
+        """An argument's value; a bare unknown word given to a parameter that takes words
+        (`p=full`) reaches the parameter's own check, which lists the words it takes."""
+        if isinstance(value, ast.Var) and value.name not in env:
+            param = op.param(name)
+            if param is not None and _takes_words(param):
+                return ops.Symbol(value.name)
+        return evaluate(value, env)
+
 
 def trace_notes(trace: tuple[Frame, ...], skip: Frame | None = None) -> list[str]:
     """Innermost first: where a layer was reached from, for error notes (`skip` is a frame
-    another note already describes)."""
-    return [f"{f.text} at {f.span.where}" for f in reversed(trace) if f is not skip]
+    another note already describes); a path deeper than MAX_TRACE is cut in the middle."""
+    notes = [f"{f.text} at {f.span.where}" for f in reversed(trace) if f is not skip]
+    if len(notes) > MAX_TRACE:
+        head = MAX_TRACE - 2
+        notes = [*notes[:head], f"… {len(notes) - head - 1:,} more", notes[-1]]
+    return notes
+
+
+def _takes_words(param: ops.Param) -> bool:
+    try:
+        param.check(ops.Symbol("same"))
+    except ops.ArgError:
+        return False
+    return True
 
 
 # ---- nets ------------------------------------------------------------------------------------

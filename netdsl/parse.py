@@ -1,15 +1,21 @@
 """Text -> Lark tree -> surface IR.
 
-The front of the pipeline. The grammar ships as package data (`netdsl.grammars/net.lark`); the
-parser is built once per process and cached. Lark's exceptions are caught here, once, and come
-out as `NetError` with file, line, column and a caret. The transformer only builds nodes: every
-check that can fail lives in a later pass (anything raised inside a transformer would come out
-wrapped in lark's `VisitError`).
+The front of the pipeline. The grammar ships as package data (`netdsl.grammars/net.lark`) with
+its LALR tables built ahead (`net_tables.json`, data, see `grammars/build.py`): the parser
+starts fast without lark's pickle cache in the shared temp folder. Work is bounded before lark
+sees much: at most MAX_TOKENS tokens per load, brackets and operators nested at most MAX_NESTING
+deep (the transformer and the evaluator recurse on them). Lark's exceptions are caught here,
+once, and come out as `NetError` with file, line, column and a caret. The transformer only
+builds nodes: every check that can fail lives in a later pass (anything raised inside a
+transformer would come out wrapped in lark's `VisitError`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import hashlib
+import json
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -26,15 +32,34 @@ from lark.exceptions import (
 from netdsl import syntax as ast
 from netdsl.source import NetError, Source, Span
 
-MAX_NESTING = 100  # brackets deeper than this are refused before they reach any recursion
+MAX_NESTING = 100  # brackets and operators deeper than this are refused before any recursion
+MAX_TOKENS = 20_000  # tokens per load, all imported files together (the zoo's largest: 791)
 
 _OPEN = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSE = set(_OPEN.values())
+_OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "SUM"})
+_RESETS = frozenset({"COMMA", "_NL", "_ARROW", "VBAR", "EQUAL", "COLON", "FOR", "IN"})
 
 
 class _TooDeep(Exception):
     def __init__(self, token: Token) -> None:
         self.token = token
+
+
+class _TooLong(Exception):
+    def __init__(self, token: Token) -> None:
+        self.token = token
+
+
+class Tokens:
+    """The token budget of one load, shared by the files it imports."""
+
+    def __init__(self, limit: int = MAX_TOKENS) -> None:
+        self.left = limit
+        self.limit = limit
+
+
+_BUDGET: contextvars.ContextVar[Tokens | None] = contextvars.ContextVar("tokens", default=None)
 
 
 class _Newlines:
@@ -46,10 +71,22 @@ class _Newlines:
     _GOES_ON_BEFORE = frozenset({"_ARROW", "FOR", "IN"})
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        budget = _BUDGET.get() or Tokens()
         depth = 0
+        # operators in a row at each bracket level: `1+1+...` nests the tree one level per `+`
+        operators = [0]
         last = ""
         pending: Token | None = None
         for token in stream:
+            budget.left -= 1
+            if budget.left < 0:
+                raise _TooLong(token)
+            if token.type in _OPERATORS:
+                operators[-1] += 1
+                if depth + sum(operators) > MAX_NESTING:
+                    raise _TooDeep(token)
+            elif token.type in _RESETS:
+                operators[-1] = 0
             if token.type == "_NL":
                 if depth == 0 and pending is None and last not in self._GOES_ON_AFTER:
                     pending = token
@@ -60,28 +97,60 @@ class _Newlines:
                 pending = None
             if token.type in _OPEN:
                 depth += 1
-                if depth > MAX_NESTING:
+                operators.append(0)
+                if depth + sum(operators) > MAX_NESTING:
                     raise _TooDeep(token)
             elif token.type in _CLOSE:
                 depth = max(0, depth - 1)
+                if len(operators) > 1:
+                    operators.pop()
             last = token.type
             yield token
         if pending is not None:
             yield pending
 
 
+OPTIONS: dict[str, Any] = {
+    "parser": "lalr",
+    "lexer": "basic",  # the newline postlexer looks one token ahead; see _Newlines
+    "propagate_positions": True,
+    "maybe_placeholders": True,
+}
+
+
+def grammar_text() -> str:
+    return resources.files("netdsl.grammars").joinpath("net.lark").read_text("utf-8")
+
+
+def grammar_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _numbered(obj: dict[str, Any]) -> dict[Any, Any]:
+    return {int(k) if k.isdigit() else k: v for k, v in obj.items()}
+
+
+def shipped_tables() -> dict[str, Any]:
+    """The tables `grammars/build.py` wrote (JSON keeps no integer keys: the parse table's
+    state numbers become integers again here)."""
+    text = resources.files("netdsl.grammars").joinpath("net_tables.json").read_text("utf-8")
+    tables: dict[str, Any] = json.loads(text, object_hook=_numbered)
+    return tables
+
+
 @functools.cache
 def _parser() -> Lark:
-    grammar = resources.files("netdsl.grammars").joinpath("net.lark").read_text("utf-8")
-    return Lark(
-        grammar,
-        parser="lalr",
-        lexer="basic",  # the newline postlexer looks one token ahead; see _Newlines
-        postlex=_Newlines(),
-        propagate_positions=True,
-        maybe_placeholders=True,
-        cache=True,  # lark keeps the built tables in the temp folder: a faster start
-    )
+    from lark import __version__ as lark_version
+
+    grammar = grammar_text()
+    tables = shipped_tables()
+    if tables["lark_version"] == lark_version and tables["grammar_sha256"] == grammar_hash(grammar):
+        loaded: Lark = Lark._load_from_dict(  # type: ignore[no-untyped-call]
+            tables["data"], tables["memo"], postlex=_Newlines(), propagate_positions=True
+        )
+        return loaded
+    # tables made by another lark (or for an edited grammar): build them, slower but right
+    return Lark(grammar, postlex=_Newlines(), **OPTIONS)
 
 
 def _span(source: Source, meta: Any) -> Span:
@@ -144,8 +213,19 @@ def _syntax_error(source: Source, error: UnexpectedInput) -> NetError:
         expected = set(error.expected)
         notes = [f"expected {_describe(expected)}"]
         closers = [c for c in ("RPAR", "RSQB", "RBRACE") if c in expected]
-        if token.type == "NAME" and "_ARROW" in expected:
+        starts_line = not source.line(line)[: column - 1].strip()
+        before = next((t.split()[0] for t in reversed(source.lines[: line - 1]) if t.strip()), "")
+        after_chain = before not in ("", "import", "input", "defaults", "net")
+        if token.type == "NAME" and "COMMA" in expected and _inside(source, token) == "(":
+            notes.insert(0, "is a ',' missing before it?")
+        elif token.type == "NAME" and "_ARROW" in expected:
             notes.insert(0, "is a '->' missing before it?")
+        elif token.type == "NAME" and "NAME" not in expected and starts_line and after_chain:
+            notes.insert(
+                0,
+                "a chain that goes on to a new line starts that line with '->' (or ends the "
+                "line before with it)",
+            )
         elif closers and token.type in ("_ARROW", "_NL", "$END"):
             notes.insert(0, f"is a {_TOKEN_NAMES[closers[0]]} missing before it?")
         return NetError(f"unexpected {found}", span, notes)
@@ -160,16 +240,46 @@ def _syntax_error(source: Source, error: UnexpectedInput) -> NetError:
     return NetError(str(error).splitlines()[0], Span(source, line, column, line, column + 1))
 
 
-def parse_module(source: Source) -> ast.Module:
-    """Parse a whole `.net` text into the surface IR, or raise `NetError`."""
+def _inside(source: Source, token: Token) -> str:
+    """The innermost bracket open at a token ('' at the top level); strings and comments
+    are skipped, as the lexer skips them."""
+    stack: list[str] = []
+    text = source.text[: token.start_pos or 0]
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in ")]}" and stack:
+            stack.pop()
+        elif ch in '#"':
+            stop = text.find("\n" if ch == "#" else '"', i + 1)
+            i = len(text) if stop < 0 else stop
+        i += 1
+    return stack[-1] if stack else ""
+
+
+def parse_module(source: Source, tokens: Tokens | None = None) -> ast.Module:
+    """Parse a whole `.net` text into the surface IR, or raise `NetError`; `tokens` is the
+    budget of a load that reads several files (each parse takes its own by default)."""
+    budget = tokens or Tokens()
+    reset = _BUDGET.set(budget)
     try:
         tree = _parser().parse(source.text)
     except UnexpectedInput as error:
         raise _syntax_error(source, error) from None
     except _TooDeep as error:
+        what = "brackets nest" if error.token.type in _OPEN else "an expression nests operators"
         raise NetError(
-            f"brackets nest more than {MAX_NESTING} deep", _token_span(source, error.token)
+            f"{what} more than {MAX_NESTING} deep", _token_span(source, error.token)
         ) from None
+    except _TooLong as error:
+        raise NetError(
+            f"more than {budget.limit:,} tokens to read (the limit of one load, imports included)",
+            _token_span(source, error.token),
+        ) from None
+    finally:
+        _BUDGET.reset(reset)
     try:
         module: ast.Module = _ToIR(source).transform(tree)
     except VisitError as error:  # only a number Python cannot read gets here

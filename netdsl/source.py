@@ -22,7 +22,12 @@ class Source:
     lines: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lines", tuple(self.text.splitlines()))
+        # Lines are counted by "\n" alone, as lark counts them: str.splitlines() would also break
+        # at a lone \r, a form feed or U+2028 and show the wrong line under a right line number.
+        lines = self.text.split("\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        object.__setattr__(self, "lines", tuple(line.removesuffix("\r") for line in lines))
 
     def line(self, number: int) -> str:
         return self.lines[number - 1] if 0 < number <= len(self.lines) else ""
@@ -43,15 +48,30 @@ class Span:
         return f"{self.source.name}:{self.line}:{self.column}"
 
     def snippet(self) -> str:
-        """The source line and a caret under the span (clipped to the first line)."""
-        text = self.source.line(self.line).rstrip("\n")
-        if not text:
+        """The source line and a caret under the span (clipped to the first line); a long line
+        is cut to a window around the caret, and characters a terminal would act on (a lone
+        \r, a form feed, U+2028) print as spaces so the caret stays under its column."""
+        text = self.source.line(self.line)
+        if not text.strip():
             return ""
-        end = self.end_column if self.end_line == self.line else len(text) + 1
-        width = max(1, min(end, len(text) + 1) - self.column)
-        indent = "".join("\t" if ch == "\t" else " " for ch in text[: self.column - 1])
-        return f"  {text}\n  {indent}{'^' * width}"
+        start = self.column - 1
+        end = self.end_column - 1 if self.end_line == self.line else len(text)
+        end = max(start + 1, min(end, len(text) + 1))
+        left = ""
+        if len(text) > SNIPPET_WIDTH:
+            first = max(0, min(start - SNIPPET_WIDTH // 3, len(text) - SNIPPET_WIDTH))
+            last = first + SNIPPET_WIDTH
+            left, right = ("… " if first else ""), (" …" if last < len(text) else "")
+            text, start, end = text[first:last], start - first, min(end, last + 1) - first
+            text = left + text + right
+            start, end = start + len(left), end + len(left)
+        shown = "".join(ch if ch == "\t" or ch.isprintable() else " " for ch in text)
+        indent = "".join("\t" if ch == "\t" else " " for ch in shown[:start])
+        return f"  {shown}\n  {indent}{'^' * (end - start)}"
 
+
+SNIPPET_WIDTH = 100  # a longer line is shown cut to this many characters around the caret
+MAX_SHOWN = 20  # diagnostics printed per error; the rest are counted ("… and 12 more errors")
 
 Severity = Literal["error", "warning", "note"]
 
@@ -103,7 +123,11 @@ class NetError(Exception):
         return self.diagnostics[0].span
 
     def render(self) -> str:
-        return "\n".join(d.render() for d in self.diagnostics)
+        shown = [d.render() for d in self.diagnostics[:MAX_SHOWN]]
+        hidden = len(self.diagnostics) - MAX_SHOWN
+        if hidden > 0:
+            shown.append(f"… and {hidden:,} more error{'s' if hidden > 1 else ''}")
+        return "\n".join(shown)
 
     def __str__(self) -> str:
         return self.render()

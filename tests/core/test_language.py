@@ -481,14 +481,23 @@ LIMITS = [
         "def d0 = relu\n"
         + "".join(f"def d{i} = d{i - 1}\n" for i in range(1, 3000))
         + "input 3x8x8\nd2999",
-        "nests too deeply",
+        "the net nests more than 150 levels deep",
     ),
     (
         "deep brackets",
         "input 3x8x8\n" + "[" * 150 + "relu" + "]" * 150,
         "brackets nest more than 100 deep",
     ),
-    ("deep minus", "input 3x8x8\nconv1x1(" + "-" * 5000 + "1)", "nests too deeply"),
+    (
+        "deep minus",
+        "input 3x8x8\nconv1x1(" + "-" * 5000 + "1)",
+        "an expression nests operators more than 100 deep",
+    ),
+    (
+        "long sum",
+        "input 3x8x8\nconv1x1(" + "+".join(["1"] * 5000) + ")",
+        "an expression nests operators more than 100 deep",
+    ),
 ]
 
 
