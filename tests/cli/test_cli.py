@@ -124,6 +124,13 @@ def test_check_goes_on_after_a_failing_target(write_net, capsys) -> None:  # typ
     assert err.startswith(f"{bad}:2:1: error: unknown layer 'nope'")
 
 
+def test_check_a_zoo_net_by_name_prints_one_line(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(["check", "resnet50"], capsys)[:2] == (
+        0,
+        "resnet50: 3x224x224 -> 1000, 25,557,032 params, 4.09 GMACs\n",
+    )
+
+
 def test_check_every_net_of_a_zoo_file_and_one_by_name(capsys) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = run(["check", "vgg"], capsys)
     assert code == 0
@@ -149,6 +156,7 @@ def test_check_every_net_of_a_zoo_file_and_one_by_name(capsys) -> None:  # type:
         (["check", "resnet50", "--set", "classes"], "--set takes NAME=VALUE, got 'classes'"),
         (["check", "resnet50", "--set", "clases=10"], "has no parameter 'clases'"),
         (["summary", "resnet"], "holds 8 nets"),
+        (["summary", f"{ROOT}/nets/resnet.net"], "holds 8 nets"),
     ],
 )
 def test_mistakes_in_targets_exit_1(argv: list[str], fragment: str, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -225,6 +233,9 @@ def test_summary_json_of_a_zoo_net_adds_up(capsys) -> None:  # type: ignore[no-u
     assert sum(x["params"] for x in data["layers"]) == data["total"]["params"] == 11_181_642
     assert sum(x["macs"] for x in data["layers"]) == data["total"]["macs"]
     assert data["layers"][-1]["output"] == data["output"]
+    assert data["total"]["params"] == 11_689_512 - 990 * 513  # the 1000-class head, 10 classes
+    layer = data["layers"][1]
+    assert layer["name"] == "stem1.conv1" and layer["output"] == [64, 112, 112]
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -253,6 +264,17 @@ def test_summary_depth_collapses_rows(write_net, capsys) -> None:  # type: ignor
     ]
     totals = [line for line in full.splitlines() if line.startswith(("params:", "multiply-adds:"))]
     assert totals == [line for line in blocks.splitlines() if line in totals]
+
+
+def test_summary_table_of_a_zoo_net_and_its_depth(capsys) -> None:  # type: ignore[no-untyped-def]
+    _, full, _ = run(["summary", "resnet50"], capsys)
+    _, blocks, _ = run(["summary", "resnet50", "--depth", "1"], capsys)
+    assert "stage2.bottleneck1.conv2" in full
+    assert "stage2.bottleneck1" not in blocks and "\nstage2 " in blocks
+    for text in (full, blocks):
+        assert "params: 25,557,032" in text
+        assert "multiply-adds: 4,089,184,256 MACs (4.09 GMACs = 8.18 GFLOPs)" in text
+        assert "receptive field: 427 pixels" in text and "the largest over all paths" in text
 
 
 def test_summary_depth_in_json_lists_blocks(capsys) -> None:  # type: ignore[no-untyped-def]
