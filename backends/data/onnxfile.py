@@ -45,8 +45,9 @@ def load(path: str | Path, label: str = "") -> tuple[onnx.ModelProto, list[Exter
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError, a truncated file, a folder
-        what = label or f"'{path}'"
-        raise NetError(f"cannot read {what} as an ONNX model: {_first_line(error)}") from None
+        if label:
+            raise NetError(f"cannot read {label} as an ONNX model: {_first_line(error)}") from None
+        raise NetError(f"'{path}' is not an ONNX model ({_first_line(error)})") from None
     # the folder as the OS (and onnxruntime) sees it from the path: links in it resolved
     folder = Path(os.path.abspath(path)).parent.resolve()
     return model, [_check(path, folder, t) for t in tensors(model) if _is_external(t)]

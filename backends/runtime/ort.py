@@ -19,22 +19,36 @@ from typing import Any
 import numpy as np
 import onnx
 
+from netdsl.errors import FixedBatch
 from netdsl.source import NetError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 LEVELS = ("disable", "basic", "extended", "all")
+MAX_PROTO = 2**31 - 1  # protobuf cannot hold a larger message
 Model = onnx.ModelProto | str | Path
 
 
 def read_model(path: str | Path) -> onnx.ModelProto:
-    """An `.onnx` file's graph (external weights are left on disk), or a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise NetError(f"no such file: '{path}'")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # protobuf's DecodeError, or a truncated file
-        raise NetError(f"'{path}' is not an ONNX model ({_first_line(error)})") from None
+    """An `.onnx` file's graph (external weights are left on disk, their locations checked to
+    stay in the model's folder: `backends/data/onnxfile.py`), or a clear error."""
+    from netdsl.backends.data import onnxfile
+
+    model, _ = onnxfile.load(path)
+    return model
+
+
+def _loadable(path: str | Path) -> bytes | str:
+    """What onnxruntime is given for an .onnx path: the model's bytes with its (checked)
+    external data read in by netdsl, so onnxruntime opens no file the check did not see; or,
+    for a model too large to serialise (2 GiB), the path itself, after the same check."""
+    from netdsl.backends.data import onnxfile
+
+    model, external = onnxfile.load(path)
+    if model.ByteSize() + sum(e.length for e in external) >= MAX_PROTO:
+        return str(path)
+    for ext in external:
+        onnxfile.load_data(ext)
+    return model.SerializeToString()
 
 
 def session(
@@ -74,9 +88,7 @@ def session(
     options.inter_op_num_threads = inter_threads
     options.log_severity_level = 3  # warnings about shapes would repeat what NetError says
     name = "the model" if isinstance(model, onnx.ModelProto) else f"'{model}'"
-    if not isinstance(model, onnx.ModelProto):
-        read_model(model)  # a missing or corrupt file gets a clear message first
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else _loadable(model)
     try:
         sess = ort.InferenceSession(source, options, providers=[PROVIDERS[provider]])
     except Exception as error:
@@ -154,31 +166,26 @@ def image_size(sess: Any) -> tuple[int, int, int]:
 def load_input(path: str | Path, sess: Any) -> np.ndarray:
     """An input for the session's model from a `.npy` array (as saved) or an image file
     (resized to the model's input size, scaled to [0, 1])."""
+    from netdsl.backends.data import npy
+
     path = Path(path)
     if not path.is_file():
         raise NetError(f"no such file: '{path}'")
     if path.suffix.lower() == ".npy":
-        try:
-            return np.asarray(np.load(path, allow_pickle=False))
-        except (OSError, ValueError, EOFError) as error:
-            raise NetError(f"cannot read '{path}' as a .npy array: {_first_line(error)}") from None
+        return npy.load_npy(path)  # header checked against the file's length before reading
     return load_image(path, image_size(sess))
 
 
 def load_image(path: str | Path, size: tuple[int, int, int]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """An image file resized to `size` (C, H, W), scaled to [0, 1] and brought to C channels
+    by the rule of `backends/data/images.py` (16-bit and float images from their real range;
+    luma for grey, repetition for colour; alpha composited on black)."""
+    from netdsl.backends.data import images
 
     c, h, w = size
     if c not in (1, 3):
         raise NetError(f"the net takes {c} channels; an image gives 1 or 3 (pass a .npy array)")
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("L" if c == 1 else "RGB")
-            image = image.resize((w, h), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise NetError(f"cannot read '{path}' as an image: {_first_line(error)}") from None
-    return pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
+    return images.resize(images.read(Path(path), c), h, w)
 
 
 def random_input(shape: Sequence[int], seed: int = 0) -> np.ndarray:
@@ -227,9 +234,10 @@ def bench(
     want = input_shape(sess)
     fixed = want[0] if isinstance(want[0], int) else None
     if fixed is not None and any(b != fixed for b in batches):
-        raise NetError(
-            f"the model has a fixed batch size of {fixed}; bench it with --batch "
-            f"{fixed}, or compile it without --batch"
+        raise FixedBatch(
+            f"the model has a fixed batch size of {fixed}; it cannot be timed at batch "
+            f"{', '.join(str(b) for b in batches if b != fixed)}",
+            batch=fixed,
         )
     if not all(isinstance(d, int) for d in want[1:]):
         raise NetError(
