@@ -1,12 +1,14 @@
 """Shaped net -> ONNX model: the last stop of the pipeline.
 
-`to_onnx` walks the nodes of a `ShapedNet` in order and calls one emitter per op, looked up in
-`EMITTERS`, a table keyed by exactly the op names of `netdsl.rules.RULES` (a test checks that the
-two agree). Names follow the net's structure: a layer's node and its output tensor carry the
-layer's name, its initializers are `layer.weight`, `layer.bias`, ...; the graph's input is
-`input` [N, C, H, W] and its output `output`. Every node's doc_string points at the `.net` text
-it came from, so a layer named in an onnxruntime error is found at once. Weights come from
-`backends/weights.py`.
+`emit` (and `to_onnx`, its model alone) walks the nodes of a `ShapedNet` in order and calls one
+emitter per op, looked up in `EMITTERS`, a table keyed by exactly the op names of
+`netdsl.rules.RULES` (tests/test_op_table.py checks that they agree). Emitters compute no geometry:
+pads, strides and kernels are the rules' resolved attributes. Names follow the net's structure: a
+layer's node and its output tensor carry the layer's name, its initializers are `layer.weight`,
+`layer.bias`, ...; the graph's input is `input` [N, C, H, W] and its output `output`. Every node's
+doc_string points at the `.net` text it came from, so a layer named in an onnxruntime error is
+found at once; `emit` also returns that map (ONNX node name -> `Span`), through which later stages
+report their problems as `Diagnostic`s. Weights come from `weights.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from netdsl.backends.onnx import weights as wt
 from netdsl.backends.passes import fold_bn as folding
 from netdsl.shapes import Node, ShapedNet
-from netdsl.source import NetError
+from netdsl.source import NetError, Span
 
 IR_VERSION = 8  # onnxruntime 1.19 and TensorRT 10 read IR <= 10; opset 17 needs IR 8
 OPSETS = range(13, 18)  # Unsqueeze/Dropout take their axes and ratio as inputs from 13 on
@@ -43,6 +45,7 @@ class Emitter:
     tensors: list[str] = field(default_factory=list)  # net node index -> its output tensor
     layer: Node | None = None
     index: int = 0  # of the current layer
+    spans: dict[str, Span] = field(default_factory=dict)  # ONNX node name -> its layer's text
 
     def add(
         self,
@@ -61,6 +64,7 @@ class Emitter:
         folded = [self.net.nodes[i].name for i, j in self.folded.items() if j == self.index]
         note = f"batch norm {folded[0]} folded in" if folded and op != "Constant" else ""
         doc = "\n".join(filter(None, [where, node.note, note]))
+        self.spans[name] = node.span
         self.nodes.append(
             helper.make_node(op, list(inputs), outputs, name=name, doc_string=doc, **attrs)
         )
@@ -123,17 +127,11 @@ def avgpool(e: Emitter, node: Node, xs: list[str]) -> str:
 
 
 def _pool(e: Emitter, node: Node) -> dict[str, Any]:
-    """`ceil=true` is written as the end padding that gives netdsl's (and PyTorch's) size:
-    onnxruntime 1.19 and ONNX shape inference keep a last window that starts in the padding,
-    and the reference evaluator gets ceil_mode sizes wrong. Padding counts in neither pool."""
+    """The rule's pads already hold ceil mode's end padding (`rules.pool`), which gives
+    netdsl's (and PyTorch's) size where onnxruntime's and the reference evaluator's ceil_mode
+    would not; padding counts in neither pool."""
     a = node.attrs
-    pads = list(a["pads"])
-    if a["ceil"]:
-        size = e.net.nodes[node.inputs[0]].shape
-        for axis in (0, 1):
-            need = (node.shape[1 + axis] - 1) * a["s"][axis] + a["k"][axis] - size[1 + axis]
-            pads[2 + axis] = max(pads[2 + axis], need - pads[axis])
-    return {"kernel_shape": list(a["k"]), "strides": list(a["s"]), "pads": pads}
+    return {"kernel_shape": list(a["k"]), "strides": list(a["s"]), "pads": list(a["pads"])}
 
 
 def gap(e: Emitter, node: Node, xs: list[str]) -> str:
@@ -256,6 +254,32 @@ EMITTERS: dict[str, Emit] = {
 # ---- the model -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    """An emitted model and where each of its nodes came from: ONNX node name -> the `Span` of
+    the layer's text. Later stages locate their problems through `spans` (see `locate`); the
+    doc_strings say the same for people reading the model in Netron."""
+
+    model: onnx.ModelProto
+    spans: Mapping[str, Span]
+
+
+def locate(spans: Mapping[str, Span], name: str) -> Span | None:
+    """The span of the ONNX node `name`, or of the layer a pass's node was made for: passes
+    name their nodes after a layer or tensor plus a suffix (`conv1.cast_in0`)."""
+    while name:
+        if name in spans:
+            return spans[name]
+        name = name.rpartition(".")[0]
+    return None
+
+
+def layer_spans(net: ShapedNet) -> dict[str, Span]:
+    """The spans by layer name, rebuilt from the net alone: every ONNX node of a layer is named
+    after it (`layer` or `layer.suffix`), so `locate` finds it here too."""
+    return {node.name: node.span for node in net.nodes}
+
+
 def to_onnx(
     net: ShapedNet,
     *,
@@ -268,7 +292,33 @@ def to_onnx(
     fold_bn: bool = False,
     skip_mismatched: bool = False,
 ) -> onnx.ModelProto:
-    """Compile a shaped net to an ONNX model (see docs/onnx.md).
+    """Compile a shaped net to an ONNX model (`emit`'s model; see there and docs/onnx.md)."""
+    return emit(
+        net,
+        opset=opset,
+        batch=batch,
+        init=init,
+        seed=seed,
+        weights=weights,
+        mode=mode,
+        fold_bn=fold_bn,
+        skip_mismatched=skip_mismatched,
+    ).model
+
+
+def emit(
+    net: ShapedNet,
+    *,
+    opset: int = 17,
+    batch: int | None = None,
+    init: str = "auto",
+    seed: int = 0,
+    weights: str | Path | Mapping[str, np.ndarray] | None = None,
+    mode: str = "train",
+    fold_bn: bool = False,
+    skip_mismatched: bool = False,
+) -> Emitted:
+    """Compile a shaped net to an ONNX model, with the source span of every node.
 
     `batch` None gives a dynamic batch dimension "N"; `init` is auto (He for ReLU nets, Glorot
     otherwise), he, glorot or normal (N(0, 0.01)); `weights` a .npz or .onnx file (or a dict of
@@ -303,7 +353,7 @@ def to_onnx(
     model.opset_import.add(domain="", version=opset)
     _graph(e, batch, model.graph)
     helper.set_model_props(model, meta)
-    return model
+    return Emitted(model, e.spans)
 
 
 def _check_options(net: ShapedNet, opset: int, batch: int | None, mode: str, fold_bn: bool) -> None:

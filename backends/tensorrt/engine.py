@@ -7,7 +7,8 @@ where TensorRT offers that (10.x, required by 11.x, which removed the FP16/INT8 
 the calibrators); no precision flag is ever set. Before TensorRT is touched, the graph goes
 through the static check of `trt_support.py`, so a net TensorRT would refuse is refused with its
 layer and `.net` line even where TensorRT is absent. Parser errors name the ONNX node and, through
-its doc_string, the `.net` line it came from.
+the emitter's node -> span map where the model was compiled from a net, the `.net` line it came
+from.
 
 TensorRT cannot be installed on this project's machines (see docs/deploy.md), so only the parts
 before `import tensorrt` are tested here.
@@ -18,19 +19,24 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from netdsl.backends.onnx.emit import locate
 from netdsl.backends.tensorrt.profile import Profile as Profile
 from netdsl.backends.tensorrt.profile import parse_profile as parse_profile
 from netdsl.backends.tensorrt.profile import parse_size as parse_size
-from netdsl.source import NetError
+from netdsl.source import Diagnostic, NetError, Span
 
 
-def node_origin(model: onnx.ModelProto, index: int, name: str = "") -> str:
-    """Where an ONNX node came from: `layer (file:line:col: source)`, for parser errors."""
+def node_origin(
+    model: onnx.ModelProto, index: int, name: str = "", spans: Mapping[str, Span] | None = None
+) -> str:
+    """Where an ONNX node came from, for parser errors: `layer (Op, file:line:col: source)`
+    through the emitter's span map (`emit`'s, or `layer_spans(net)`); `layer (Op)` without."""
     nodes = model.graph.node
     node = (
         nodes[index]
@@ -39,8 +45,11 @@ def node_origin(model: onnx.ModelProto, index: int, name: str = "") -> str:
     )
     if node is None:
         return name or f"node {index}"
-    where = node.doc_string.splitlines()[0] if node.doc_string else ""
-    return f"{node.name} ({node.op_type}, {where})" if where else f"{node.name} ({node.op_type})"
+    span = locate(spans, node.name) if spans else None
+    if span is None:
+        return f"{node.name} ({node.op_type})"
+    text = span.source.line(span.line).strip()
+    return f"{node.name} ({node.op_type}, {span.where}: {text})"
 
 
 def _tensorrt(checked: bool = False) -> Any:
@@ -63,17 +72,16 @@ def build_engine(
     *,
     workspace: int = 2**30,
     timing_cache: Path | None = None,
+    spans: Mapping[str, Span] | None = None,
 ) -> bytes:
-    """A serialized engine for `model` (already checked), with one profile for the batch."""
+    """A serialized engine for `model` (already checked), with one profile for the batch;
+    `spans` (ONNX node name -> `.net` text) lets every problem point at its layer."""
     from netdsl.backends.tensorrt.support import check_model
 
-    problems = check_model(model)
+    problems = check_model(model, spans=spans)
     if problems:
-        raise NetError(
-            f"TensorRT would refuse this graph ({len(problems)} problem(s))",
-            None,
-            [p.render() for p in problems[:10]],
-        )
+        head = Diagnostic(f"TensorRT would refuse this graph ({len(problems)} problem(s))")
+        raise NetError([head, *problems[:10]])
     trt = _tensorrt(checked=True)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -88,7 +96,7 @@ def build_engine(
         for i in range(parser.num_errors):
             error = parser.get_error(i)
             name = error.node_name() if hasattr(error, "node_name") else ""
-            notes.append(f"{node_origin(model, error.node(), name)}: {error.desc()}")
+            notes.append(f"{node_origin(model, error.node(), name, spans)}: {error.desc()}")
         raise NetError("TensorRT's ONNX parser refused the model", None, notes)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)

@@ -2,9 +2,10 @@
 
 A consumer at the end of the pipeline: it takes the ONNX model `onnx.py` emits for a shaped net
 (and, with `precision.py`, its fp16 form) and checks every node's op, attributes, data types and
-the opset against the table below, without TensorRT (which cannot be installed here). A problem
-names the layer and the `.net` line it came from (each node's doc_string starts with
-`file:line:col`).
+the opset against the table below, without TensorRT (which cannot be installed here). Each
+problem is a `netdsl.Diagnostic` like every other error: it names the layer and points at the
+`.net` text it came from, found through the emitter's node -> span map (never by reading the
+doc_strings back).
 
 Source of the table: onnx-tensorrt's `docs/operators.md` — the per-operator support matrix
 (supported types and restrictions) as published for TensorRT 8.4, and the opset range stated for
@@ -19,13 +20,14 @@ with a mask output are refused — compile the inference form.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 
 import onnx
 from onnx import TensorProto
 
+from netdsl.backends.onnx.emit import emit, locate
 from netdsl.shapes import ShapedNet
+from netdsl.source import Diagnostic, Span
 
 SOURCE = "onnx-tensorrt docs/operators.md (TensorRT 8.4 matrix; TensorRT 10.0 opset range)"
 OPSETS = range(9, 21)
@@ -73,28 +75,26 @@ SUPPORTED: dict[str, frozenset[int]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    node: str  # the ONNX node's name: the netdsl layer's name
-    where: str  # `file:line:col: source line`, from the node's doc_string, or ""
-    message: str
-
-    def render(self) -> str:
-        where = self.where.split(": ", 1)
-        head = f"{where[0]}: " if self.where else ""
-        line = f"\n  {where[1]}" if len(where) > 1 else ""
-        return f"{head}error: {self.node}: {self.message} (TensorRT){line}"
+def problem(node: str, message: str, span: Span | None = None) -> Diagnostic:
+    """One thing TensorRT would refuse, as a diagnostic like every other error: the ONNX node
+    (the netdsl layer's name) and, where known, the `.net` text it came from."""
+    return Diagnostic(f"{node}: {message} (TensorRT)", span)
 
 
-def check_model(model: onnx.ModelProto, weights: Iterable[str] = ()) -> list[Problem]:
+def check_model(
+    model: onnx.ModelProto,
+    weights: Iterable[str] = (),
+    spans: Mapping[str, Span] | None = None,
+) -> list[Diagnostic]:
     """Every way `model` falls outside what TensorRT's ONNX parser takes; `weights` names
-    graph inputs that stand for initializers (see `structure`)."""
-    problems: list[Problem] = []
+    graph inputs that stand for initializers (see `structure`); `spans` maps ONNX node names to
+    their text (`emit`'s map, or `layer_spans(net)`), so each problem points at its layer."""
+    problems: list[Diagnostic] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset not in OPSETS:
-        problems.append(Problem("model", "", f"opset {opset} is outside {OPSETS[0]}-{OPSETS[-1]}"))
+        problems.append(problem("model", f"opset {opset} is outside {OPSETS[0]}-{OPSETS[-1]}"))
     if model.ir_version > MAX_IR_VERSION:
-        problems.append(Problem("model", "", f"IR version {model.ir_version} > {MAX_IR_VERSION}"))
+        problems.append(problem("model", f"IR version {model.ir_version} > {MAX_IR_VERSION}"))
     graph = model.graph
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {
@@ -111,8 +111,8 @@ def check_model(model: onnx.ModelProto, weights: Iterable[str] = ()) -> list[Pro
     }
     types.update({t.name: t.data_type for t in graph.initializer})
     for node in graph.node:
-        where = node.doc_string.splitlines()[0] if node.doc_string else ""
-        problems.extend(Problem(node.name, where, m) for m in _node(node, types, constant))
+        span = locate(spans, node.name) if spans else None
+        problems.extend(problem(node.name, m, span) for m in _node(node, types, constant))
     return problems
 
 
@@ -164,24 +164,24 @@ def structure(model: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
     return light, {t.name for t in model.graph.initializer}
 
 
-def check_nets(nets: Iterable[ShapedNet]) -> list[Problem]:
+def check_nets(nets: Iterable[ShapedNet]) -> list[Diagnostic]:
     """Compile each shaped net as it would be deployed (inference form, fp32 and fp16) and
     check both graphs. The weights are zeros that take no memory (only types and shapes
     matter here), and the fp16 pass runs on the weightless structure."""
     import numpy as np
 
-    from netdsl.backends.onnx.emit import to_onnx
     from netdsl.backends.passes.fp16 import apply_precision
 
-    problems: list[Problem] = []
+    problems: list[Diagnostic] = []
     for net in nets:
         zeros = {
             f"{n.name}.{w.name}": np.broadcast_to(np.float32(0), w.shape)
             for n in net.nodes
             for w in n.weights
         }
-        model = to_onnx(net, mode="inference", weights=zeros or None)
-        light, weights = structure(model)
+        emitted = emit(net, mode="inference", weights=zeros or None)
+        light, weights = structure(emitted.model)
         for graph in (light, apply_precision(light, "fp16", data_inputs=["input"])):
-            problems.extend(p for p in check_model(graph, weights) if p not in problems)
+            found = check_model(graph, weights, emitted.spans)
+            problems.extend(p for p in found if p not in problems)
     return problems

@@ -15,6 +15,7 @@ no exact lowering (deconv) are refused before training, naming the layer and its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -243,48 +244,47 @@ def add(e: Builder, node: Node, xs: list[str]) -> str:
 
 
 def avgpool(e: Builder, node: Node, xs: list[str]) -> str:
-    """A depthwise convolution with a constant 1/(kh*kw) kernel; where padding cuts a window,
-    a constant map rescales it so that padding is not counted, as in the inference form.
-    (Measured: faster to train than a mean over a reshape, strided slices or a matmul.)"""
+    """A depthwise convolution with a constant 1/prod(k) kernel; where padding cuts a window,
+    a constant map rescales it so that padding is not counted, as in the inference form. The
+    pads are the rule's (ceil mode's end padding included). (Measured: faster to train than a
+    mean over a reshape, strided slices or a matmul.)"""
     a, n = node.attrs, node.name
     size = e.net.nodes[node.inputs[0]].shape
-    c, (kh, kw), (sh, sw) = size[0], a["k"], a["s"]
-    pads = list(a["pads"])
-    for axis in (0, 1):  # ceil mode: the end padding that gives netdsl's size (as onnx.py does)
-        need = (node.shape[1 + axis] - 1) * a["s"][axis] + a["k"][axis] - size[1 + axis]
-        pads[2 + axis] = max(pads[2 + axis], need - pads[axis])
-    kernel = e.const(".kernel", np.full((c, 1, kh, kw), 1.0 / (kh * kw), dtype=np.float32))
+    c, k, s, pads = size[0], tuple(a["k"]), tuple(a["s"]), tuple(a["pads"])
+    area = math.prod(k)
+    kernel = e.const(".kernel", np.full((c, 1, *k), 1.0 / area, dtype=np.float32))
     out = e.add(
         "Conv",
         [xs[0], kernel],
         [f"{n}.window"] if any(pads) else None,
         ".window" if any(pads) else "",
-        kernel_shape=[kh, kw],
-        strides=[sh, sw],
-        pads=pads,
+        kernel_shape=list(k),
+        strides=list(s),
+        pads=list(pads),
         group=c,
     )
     if not any(pads):
         return out
-    counts = _window_counts(size[1:], node.shape[1:], (kh, kw), (sh, sw), pads)
-    rescale = e.const(".rescale", (kh * kw / counts).astype(np.float32)[None, None])
+    counts = _window_counts(size[1:], node.shape[1:], k, s, pads)
+    rescale = e.const(".rescale", (area / counts).astype(np.float32)[None, None])
     return e.add("Mul", [out, rescale])
 
 
 def _window_counts(
     size: tuple[int, ...],
     out: tuple[int, ...],
-    k: tuple[int, int],
-    s: tuple[int, int],
-    pads: list[int],
+    k: tuple[int, ...],
+    s: tuple[int, ...],
+    pads: tuple[int, ...],
 ) -> np.ndarray:
-    """How many input pixels (not padding) each output's window covers."""
-    per_axis = []
-    for axis in (0, 1):
-        start = np.arange(out[axis]) * s[axis] - pads[axis]
-        stop = np.minimum(start + k[axis], size[axis])
-        per_axis.append(stop - np.maximum(start, 0))
-    return np.outer(per_axis[0], per_axis[1]).astype(np.float64)
+    """How many input pixels (not padding) each output's window covers, for any number of
+    spatial axes: the product of the per-axis counts."""
+    counts = np.ones((), dtype=np.float64)
+    for axis, (n, m) in enumerate(zip(size, out, strict=True)):
+        start = np.arange(m) * s[axis] - pads[axis]
+        stop = np.minimum(start + k[axis], n)
+        counts = np.multiply.outer(counts, stop - np.maximum(start, 0))
+    return counts
 
 
 TRAINING_EMITTERS: dict[str, emit.Emit] = {

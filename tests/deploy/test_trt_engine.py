@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import netdsl
-from netdsl.backends.onnx.emit import to_onnx
+from netdsl.backends.onnx.emit import emit, to_onnx
 from netdsl.backends.tensorrt import engine as trt
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -42,15 +42,19 @@ def test_sizes(text: str, size: int) -> None:
 
 
 def test_parser_errors_lead_back_to_the_net_line() -> None:
-    model = to_onnx(netdsl.parse("input 3x8x8\nconv3x3(4)\n-> maxpool -> gap", "o.net"))
-    assert trt.node_origin(model, 1) == "maxpool1 (MaxPool, o.net:3:4: -> maxpool -> gap)"
-    assert trt.node_origin(model, -1, "conv1").startswith("conv1 (Conv, o.net:2:1:")
+    emitted = emit(netdsl.parse("input 3x8x8\nconv3x3(4)\n-> maxpool -> gap", "o.net"))
+    model, spans = emitted.model, emitted.spans
+    assert trt.node_origin(model, 1, spans=spans) == (
+        "maxpool1 (MaxPool, o.net:3:4: -> maxpool -> gap)"
+    )
+    assert trt.node_origin(model, -1, "conv1", spans).startswith("conv1 (Conv, o.net:2:1:")
+    assert trt.node_origin(model, 1) == "maxpool1 (MaxPool)"  # an .onnx file: no net, no text
 
 
 def test_a_graph_tensorrt_would_refuse_is_refused_before_tensorrt() -> None:
-    model = to_onnx(netdsl.parse("input 3x8x8\nconv3x3(4) -> bn", "t.net"), mode="train")
+    emitted = emit(netdsl.parse("input 3x8x8\nconv3x3(4) -> bn", "t.net"), mode="train")
     with pytest.raises(netdsl.NetError) as caught:
-        trt.build_engine(model, trt.Profile(1, 1, 1))
+        trt.build_engine(emitted.model, trt.Profile(1, 1, 1), spans=emitted.spans)
     assert "TensorRT would refuse this graph" in caught.value.render()
     assert "t.net:2:15: error: bn1: batch norm in training mode" in caught.value.render()
 

@@ -2,7 +2,8 @@
 (fp32 and fp16), and graphs it would refuse are refused with the layer and its `.net` line.
 
 TensorRT itself cannot be installed here; the table is onnx-tensorrt's published operator list
-(see backends/trt_support.py)."""
+(see backends/tensorrt/support.py). Problems are `netdsl.Diagnostic`s located through the
+emitter's node -> span map."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from onnx import helper
 
 import netdsl
-from netdsl.backends.onnx.emit import to_onnx
+from netdsl.backends.onnx.emit import emit, layer_spans, locate, to_onnx
 from netdsl.backends.tensorrt.support import check_model, check_nets
 from netdsl.cli import main
 from netdsl.zoo import entries
@@ -24,7 +25,9 @@ def test_every_zoo_net_fits_tensorrt(name: str) -> None:
 
 def test_training_form_is_refused_with_layer_and_line() -> None:
     net = netdsl.parse("input 3x8x8\nconv3x3(4) -> bn\n-> dropout(0.5) -> gap", "t.net")
-    problems = check_model(to_onnx(net, mode="train"))
+    emitted = emit(net, mode="train")
+    problems = check_model(emitted.model, spans=emitted.spans)
+    assert all(isinstance(p, netdsl.Diagnostic) for p in problems)
     rendered = [p.render() for p in problems]
     assert any(
         r.startswith("t.net:2:15: error: bn1: batch norm in training mode") for r in rendered
@@ -32,6 +35,21 @@ def test_training_form_is_refused_with_layer_and_line() -> None:
     assert any(
         r.startswith("t.net:3:4: error: dropout1: dropout in training mode") for r in rendered
     )
+    # the caret points at the layer, as in every other error
+    assert any(r.endswith("conv3x3(4) -> bn\n                ^^") for r in rendered)
+
+
+def test_nodes_a_pass_added_are_located_at_their_layer() -> None:
+    """The fp16 pass adds Casts named after a layer (`softmax1.cast_in0`); the map's prefix
+    lookup finds the layer, and rebuilding the map from the net alone gives the same spans."""
+    net = netdsl.parse("input 3x8x8\nconv3x3(4) -> softmax", "c.net")
+    emitted = emit(net, mode="inference")
+    assert {k: v for k, v in layer_spans(net).items() if k in emitted.spans} == {
+        k: v for k, v in emitted.spans.items() if k in layer_spans(net)
+    }
+    cast = locate(emitted.spans, "softmax1.cast_in0")
+    assert cast is not None and (cast.line, cast.column) == (2, 15)
+    assert locate(emitted.spans, "nothing.here") is None
 
 
 def edited(change: str) -> onnx.ModelProto:
