@@ -28,12 +28,16 @@ MAX_PROTO = 2**31 - 1  # protobuf cannot hold a larger message
 Model = onnx.ModelProto | str | Path
 
 
-def read_model(path: str | Path) -> onnx.ModelProto:
-    """An `.onnx` file's graph (external weights are left on disk, their locations checked to
-    stay in the model's folder: `backends/data/onnxfile.py`), or a clear error."""
+def read_model(path: str | Path, *, data: bool = False) -> onnx.ModelProto:
+    """An `.onnx` file's graph, or a clear error. External weights have their locations checked
+    to stay in the model's folder (`backends/data/onnxfile.py`) and are left on disk, or with
+    `data` read in (for a consumer such as TensorRT's parser that is handed the model's bytes
+    and would otherwise look for them relative to the working folder)."""
     from netdsl.backends.data import onnxfile
 
-    model, _ = onnxfile.load(path)
+    model, external = onnxfile.load(path)
+    for ext in external if data else ():
+        onnxfile.load_data(ext)
     return model
 
 
@@ -48,7 +52,8 @@ def _loadable(path: str | Path) -> bytes | str:
         return str(path)
     for ext in external:
         onnxfile.load_data(ext)
-    return model.SerializeToString()
+    blob: bytes = model.SerializeToString()
+    return blob
 
 
 def session(
