@@ -11,17 +11,21 @@ whose names and shapes match; what did not match is reported, never silently dro
 from __future__ import annotations
 
 import math
-import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from netdsl.errors import WeightsMismatch
 from netdsl.rules import Weight, dims
 from netdsl.shapes import Node, ShapedNet
 from netdsl.source import NetError
+
+if TYPE_CHECKING:
+    import onnx
 
 INITS = ("auto", "he", "glorot", "normal")
 Params = dict[str, np.ndarray]
@@ -127,36 +131,120 @@ class Loaded:
         return text
 
 
-def read(path: str | Path) -> Params:
-    """The tensors of a `.npz` (by key) or an `.onnx` file (by initializer name)."""
+def shapes(net: ShapedNet) -> dict[str, tuple[int, ...]]:
+    """Every tensor the net has, by initializer name: what a weights file is checked against."""
+    return {tensor_name(n, w): tuple(w.shape) for n in net.nodes for w in n.weights}
+
+
+def check_size(net: ShapedNet) -> None:
+    """Refuse a net whose float32 weights could not be allocated, before any is: over
+    `limits.MAX_WEIGHT_BYTES`, or more than this machine's memory."""
+    from netdsl.backends.data import limits
+
+    need = 4 * sum(math.prod(shape) for shape in shapes(net).values())
+    what = f"{net.name}'s {need // 4:,} parameters (float32)"
+    limits.check(what, need, limits.MAX_WEIGHT_BYTES)
+    memory = _memory()
+    if memory and need > memory:
+        raise NetError(
+            f"{what} would take {limits.size(need)}, more than this machine's "
+            f"{limits.size(memory)} of memory"
+        )
+
+
+def _memory() -> int:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def read(path: str | Path, expect: Mapping[str, tuple[int, ...]] | None = None) -> Params:
+    """The tensors of a `.npz` (by key) or an `.onnx` file (by initializer name).
+
+    With `expect` (name -> shape, e.g. `shapes(net)`), only tensors of those names and shapes
+    are read; each other one is a read-only placeholder of its declared shape and dtype that
+    takes no memory (`np.broadcast_to`), so the file's shapes can be reported without a lying
+    or foreign file making netdsl allocate what the net does not need. Without `expect`, all
+    tensors are read, up to `limits.MAX_WEIGHT_BYTES` together."""
     path = Path(path)
+    readers = {".npz": _read_npz, ".onnx": _read_onnx}
     suffix = path.suffix.lower()
-    if suffix not in (".npz", ".onnx"):
+    if suffix not in readers:
         hint = "save a dict of arrays with numpy.savez(path, **{name: array})"
         raise NetError(f"weights must be a .npz or an .onnx file, got '{path}'", None, [hint])
+    if not path.is_file():
+        raise NetError(f"cannot read weights '{path}': No such file")
+    return readers[suffix](path, expect)
+
+
+def _wanted(
+    expect: Mapping[str, tuple[int, ...]] | None, name: str, shape: tuple[int, ...]
+) -> bool:
+    return expect is None or expect.get(name) == tuple(shape)
+
+
+def _placeholder(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An array of `shape` that allocates nothing: reports read its shape, never its values."""
+    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+
+
+def _read_npz(path: Path, expect: Mapping[str, tuple[int, ...]] | None) -> Params:
+    from netdsl.backends.data import limits, npy
+
+    label = f"weights '{path}'"
+    declared = npy.members(path, label)
+    wanted = [k for k, m in declared.items() if _wanted(expect, k, m.shape)]
+    arrays = npy.load(path, wanted, limit=limits.MAX_WEIGHT_BYTES, label=label)
+    return {k: arrays.get(k, _placeholder(m.shape, m.dtype)) for k, m in declared.items()}
+
+
+def _read_onnx(path: Path, expect: Mapping[str, tuple[int, ...]] | None) -> Params:
+    from onnx import helper, numpy_helper
+
+    from netdsl.backends.data import limits, onnxfile
+
+    # external data checked to stay in the model's folder; nothing read from it yet
+    model, external = onnxfile.load(path, f"weights '{path}'")
+    outside = {id(e.tensor): e for e in external}
+    chosen = [t for t in model.graph.initializer if _wanted(expect, t.name, tuple(t.dims))]
+    need = sum(limits.nbytes(t.dims, _itemsize(t)) for t in chosen)
+    limits.check(f"the weights in '{path}'", need, limits.MAX_WEIGHT_BYTES)
+    tensors: Params = {}
     try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return {name: archive[name] for name in archive.files}
-        import onnx
-        from onnx import numpy_helper
-
-        model = onnx.load(str(path))
-        return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        kind = "an .npz archive" if suffix == ".npz" else "an ONNX model"
-        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise NetError(f"cannot read weights '{path}' as {kind}: {reason}") from None
-    except Exception as error:  # protobuf's DecodeError: a file that is not ONNX
-        raise NetError(
-            f"cannot read weights '{path}' as an ONNX model: {type(error).__name__}: {error}"
-        ) from None
+        for t in model.graph.initializer:
+            if not _wanted(expect, t.name, tuple(t.dims)):
+                dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
+                tensors[t.name] = _placeholder(tuple(t.dims), dtype)
+                continue
+            if id(t) in outside:
+                onnxfile.load_data(outside[id(t)])
+            tensors[t.name] = numpy_helper.to_array(t)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:  # dims that lie, odd types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NetError(f"cannot read weights '{path}': tensor '{t.name}': {reason}") from None
+    return tensors
 
 
-def given(path: str | Path | Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
-    """The tensors of a weights file (or a mapping of arrays), and how to name their origin."""
+def _itemsize(t: onnx.TensorProto) -> int:
+    from onnx import helper
+
+    try:
+        return int(np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize)
+    except (KeyError, TypeError, ValueError):
+        return 8  # an unknown type: counted at the widest, refused later by merge
+
+
+def given(
+    path: str | Path | Mapping[str, np.ndarray],
+    expect: Mapping[str, tuple[int, ...]] | None = None,
+) -> tuple[dict[str, np.ndarray], str]:
+    """The tensors of a weights file (or a mapping of arrays), and how to name their origin;
+    `expect` as for `read` (pass `shapes(net)`)."""
     if isinstance(path, (str, Path)):
-        return read(path), f"'{path}'"
+        return read(path, expect), f"'{path}'"
     return {k: np.asarray(v) for k, v in path.items()}, "the given tensors"
 
 
@@ -169,7 +257,7 @@ def merge(
 ) -> tuple[Params, Loaded]:
     """Replace fresh tensors by those of the file (or the mapping of arrays) whose names and
     shapes match."""
-    given_tensors, origin = given(path)
+    given_tensors, origin = given(path, {k: tuple(v.shape) for k, v in fresh.items()})
     where = where or origin
     tensors = given_tensors
     if not fresh:
@@ -190,13 +278,10 @@ def merge(
             for n in wrong[:4]
         )
         more = f" (and {len(wrong) - 4} more)" if len(wrong) > 4 else ""
-        raise NetError(
+        raise WeightsMismatch(
             f"{len(wrong)} tensor(s) of {where} do not fit the net: {shown}{more}",
             None,
-            [
-                "to fine-tune with a new head, pass --skip-mismatched "
-                "(skip_mismatched=True) to keep fresh weights for them"
-            ],
+            ["skip_mismatched=True keeps fresh weights for them (to fine-tune with a new head)"],
         )
     merged = dict(fresh)
     for name in common:
@@ -218,7 +303,7 @@ def merge(
 
 
 def save_npz(params: Mapping[str, np.ndarray], path: str | Path) -> None:
-    try:
-        np.savez(path, **params)  # type: ignore[arg-type]
-    except OSError as error:
-        raise NetError(f"cannot write '{path}': {error.strerror}") from None
+    """The tensors as an .npz keyed by name, written atomically."""
+    from netdsl.backends.data import npy
+
+    npy.save(dict(params), Path(path))
