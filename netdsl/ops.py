@@ -1,8 +1,9 @@
 """The layer vocabulary: every op's parameters, their defaults and how their values are checked.
 
 Used by `expand.py` to turn a call like `conv3x3/2(64, bias=false)` into a layer with normalised
-attributes (`k=(3, 3)`, `s=(2, 2)`, `p="same"`, ...). Shape rules (`shapes.py`) and emitters
-(`netdsl.backends.onnx.emit`) are keyed by the same op names.
+attributes (`k=(3, 3)`, `s=(2, 2)`, `p="same"`, ...). `every_op()` (OPS and the STRUCTURAL ops)
+is the index that shape rules (`rules.py`), emitters (`netdsl.backends.onnx.emit`) and every
+backend table are keyed by; tests/test_op_table.py holds them to it.
 """
 
 from __future__ import annotations
@@ -234,6 +235,23 @@ OPS: dict[str, Op] = {
         ),
     )
 }
+
+# Ops the language writes as structure, not as calls: `res[...]` adds, `{a | b}` and
+# `dense[...]` concatenate, `scale[...]` multiplies by a gate. With OPS they are the index of
+# every op: each has a shape rule (rules.RULES, or a lowering in rules.LOWERINGS), an ONNX
+# emitter, an initialisation, a training decision, an fp16 decision and a TensorRT entry;
+# tests/test_op_table.py checks every one, so an op cannot be half-added.
+STRUCTURAL = {
+    "add": "sum of a residual block's body and shortcut, or of summed branches",
+    "concat": "concatenation of branches on channels",
+    "mul": "a gate broadcast over space, times its input",
+}
+
+
+def every_op() -> list[str]:
+    """The index: every op a shaped net can hold, layers first."""
+    return [*OPS, *STRUCTURAL]
+
 
 ALIASES = {
     "pool": "maxpool",

@@ -22,7 +22,39 @@ from onnx import TensorProto, helper, numpy_helper
 
 from netdsl.source import NetError
 
-KEPT_FP32 = frozenset({"Softmax", "LRN"})
+# The precision of every ONNX op type netdsl's emitters produce (tests/test_op_table.py checks
+# that each one is here, so a new op must decide): fp32 for the ops that exponentiate or sum
+# squares, fp16 for the rest. An op type not listed (from another tool's model) runs in fp16.
+PRECISION = {
+    **dict.fromkeys(("Softmax", "LRN"), "fp32"),
+    **dict.fromkeys(
+        (
+            "Add",
+            "AveragePool",
+            "BatchNormalization",
+            "Concat",
+            "Constant",
+            "Conv",
+            "ConvTranspose",
+            "Dropout",
+            "Flatten",
+            "Gemm",
+            "GlobalAveragePool",
+            "GlobalMaxPool",
+            "Identity",
+            "LeakyRelu",
+            "MaxPool",
+            "Mul",
+            "Relu",
+            "Sigmoid",
+            "Sum",
+            "Tanh",
+            "Unsqueeze",
+        ),
+        "fp16",
+    ),
+}
+KEPT_FP32 = frozenset(op for op, precision in PRECISION.items() if precision == "fp32")
 PRECISIONS = ("fp32", "fp16")
 FP16_MAX = float(np.finfo(np.float16).max)
 
