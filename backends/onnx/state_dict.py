@@ -16,6 +16,7 @@ against a byte budget, so a hostile file cannot make us allocate what it does no
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import math
 import pickle
@@ -129,6 +130,10 @@ class _Unpickler(pickle.Unpickler):
         self.storages: dict[str, Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        # protocol 2 (torch.save's) names Python 2's modules: `__builtin__.eval` is builtins'
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         found = ALLOWED.get((module, name))
         if found is None:
             raise NetError(
@@ -222,7 +227,7 @@ def _from_zip(path: Path, where: str) -> dict[str, np.ndarray]:
         if prefix + "byteorder" in members:
             order = archive.read(prefix + "byteorder")[:16].decode(errors="replace")
         with archive.open(pkl[0]) as file:
-            unpickler = _Unpickler(file, where)  # type: ignore[arg-type]
+            unpickler = _Unpickler(file, where)
             tree = unpickler.load()
         refs = _find_state_dict(tree, where)
 
