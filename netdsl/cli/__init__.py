@@ -18,14 +18,13 @@ declares the extras it needs, checked before it starts.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from collections.abc import Sequence
 
 from netdsl import __version__
 from netdsl.cli.advice import advise
-from netdsl.cli.options import overrides, parse_value
+from netdsl.cli.options import overrides, parse_value, require
 from netdsl.errors import MissingExtra, missing_extra
 from netdsl.source import NetError
 
@@ -54,19 +53,8 @@ def check_extras(args: argparse.Namespace) -> None:
     """Refuse to start a command whose optional packages are missing. `needs` is the extra
     that brings everything the command uses, and the modules to look for."""
     needs = getattr(args, "needs", None)
-    if needs is None:
-        return
-    extra, modules = needs
-    missing = [m for m in modules if not _importable(m)]
-    if missing:
-        raise MissingExtra(missing, extra, f"netdsl {args.command}")
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:  # the parent package of a submodule is missing
-        return False
+    if needs is not None:
+        require(needs[0], needs[1], f"netdsl {args.command}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,6 +76,8 @@ def notes(net: ShapedNet) -> list[Diagnostic]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.target == "tensorrt":
+        options.require("onnx", ("numpy", "onnx"), "netdsl check --target tensorrt")
     failed = False
     for target in args.targets:
         try:

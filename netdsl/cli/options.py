@@ -8,6 +8,7 @@ flag's name and a usage line (exit 2), before any net is read or any library is 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from netdsl.api import load
+from netdsl.errors import MissingExtra
 from netdsl.shapes import ShapedNet
 from netdsl.source import NetError
 
@@ -120,6 +122,24 @@ def providers(text: str) -> tuple[str, str]:
     if len(parts) != 2 or any(p not in ("cpu", "cuda") for p in parts):
         raise argparse.ArgumentTypeError(f"takes two of cpu, cuda like cpu,cuda, got '{text}'")
     return parts[0], parts[1]
+
+
+# ---- extras ---------------------------------------------------------------------------------
+
+
+def require(extra: str, modules: Sequence[str], feature: str) -> None:
+    """Refuse to start `feature` if a module it uses is missing: `MissingExtra` names `extra`,
+    the netdsl extra that brings them all (the CLI prints it as a usage error, exit 2)."""
+    missing = [m for m in modules if not _importable(m)]
+    if missing:
+        raise MissingExtra(missing, extra, feature)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # the parent package of a submodule is missing
+        return False
 
 
 # ---- --set -----------------------------------------------------------------------------------

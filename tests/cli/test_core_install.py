@@ -61,6 +61,7 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["bench", "lenet5", "--batch", "1"], "run"),
         (["compare", "lenet5"], "run"),
         (["train", "lenet5", "--epochs", "1"], "train"),
+        (["check", "lenet5", "--target", "tensorrt"], "onnx"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else v,
 )
@@ -70,7 +71,8 @@ def test_a_missing_extra_is_a_usage_error(
     done = _run(core, *argv, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
-    assert f"error: netdsl {argv[0]} needs the Python package" in done.stderr
+    assert done.stderr.startswith(f"error: netdsl {argv[0]}")
+    assert "needs the Python package" in done.stderr
     assert f"pip install 'netdsl[{extra}]'" in done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
