@@ -1,16 +1,16 @@
 """fp32 ONNX model + calibration images -> an int8 model with explicit QuantizeLinear /
 DequantizeLinear pairs (QDQ): the int8 end of the compiler's precision pass.
 
-Sits beside `precision.py`, after `to_onnx(mode="inference", fold_bn=True)`. Weights are int8,
-symmetric, one scale per output channel; activations one scale per tensor; input and output stay
-fp32. Two targets, because the two runtimes want different graphs:
+Sits beside `fp16.py`, after `to_onnx(mode="inference", fold_bn=True)`; `onnx/compile.py`
+drives both. Weights are int8, symmetric, one scale per output channel; activations one scale per
+tensor; input and output stay fp32. Two targets, because the two runtimes want different graphs:
 - `tensorrt`: what TensorRT's explicit quantization takes (TensorRT 11 has no calibrators and no
   INT8 flag): int8 symmetric activations, every zero point 0, biases left fp32;
 - `onnxruntime` (the default of `netdsl compile`): uint8 activations with a zero point and int32
   biases, the pattern onnxruntime's CPU provider fuses into QLinearConv on VNNI hardware — the
   TensorRT form runs slower than fp32 there (measured: ResNet-18, batch 8, 2 threads: fp32 60,
   tensorrt form 36, onnxruntime form 207 images/s).
-Activation ranges come from running the fp32 model with onnxruntime on real images (`--calib`,
+Activation ranges come from running the fp32 model with onnxruntime on real images (calibration,
 the same dataset specs as training).
 
 Calibration: the 99.999th percentile of |x| per tensor rather than the maximum, so that one
