@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -167,3 +168,14 @@ def _ignored_counts(ignored: list[str]) -> str:
     aux = len(ignored) - tracked
     parts = [f"{tracked} num_batches_tracked"] if tracked else []
     return ", ".join(parts + ([f"{aux} aux classifier tensors"] if aux else []))
+
+
+def given(
+    net: ShapedNet, weights: str | Path | Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], str]:
+    """`weights.given` (a .npz, .onnx or .pth file, or a mapping of arrays), then `rename` for
+    this net: what the emitter and the training loop pass on to `weights.merge`."""
+    from netdsl.backends.onnx import weights as wt
+
+    tensors, where = wt.given(weights)
+    return rename(net, tensors, where)

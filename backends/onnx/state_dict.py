@@ -28,11 +28,13 @@ from typing import IO, Any
 
 import numpy as np
 
+from netdsl.backends.data import limits
 from netdsl.source import NetError
 
+Params = dict[str, np.ndarray]
 MAX_MEMBERS = 100_000  # members of the zip (DenseNet-121 has about 1,000)
 MAX_PICKLE = 64 << 20  # bytes of data.pkl (a ResNet-152 state_dict's is about 90 kB)
-MAX_BYTES = 16 << 30  # bytes of all tensors together
+MAX_BYTES = limits.MAX_WEIGHT_BYTES  # bytes of all tensors together
 MAX_RATIO = 100  # how much one compressed member may inflate (torch stores them uncompressed)
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of a pre-1.6 file
 
@@ -179,6 +181,13 @@ BROKEN = (
 )
 
 
+def read(path: str | Path, expect: Mapping[str, tuple[int, ...]] | None = None) -> Params:
+    """`weights.read`'s reader for .pth/.pt files. Every tensor is read, whatever `expect`
+    says: a state_dict's keys are PyTorch's, mapped to netdsl's names only afterwards (by
+    `names.rename`), so they cannot be matched against the net's shapes here."""
+    return read_state_dict(path)
+
+
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """The tensors of a PyTorch file, by state_dict key, as numpy arrays (bfloat16 -> float32).
 
@@ -317,7 +326,9 @@ def _materialise(
         storage, numel = ref.storage, math.prod(ref.size)
         budget -= numel * storage.kind.dtype.itemsize
         if budget < 0:
-            raise NetError(f"'{where}' refused: its tensors would take over {MAX_BYTES >> 30} GiB")
+            raise NetError(
+                f"'{where}' refused: its tensors would take over {limits.size(MAX_BYTES)}"
+            )
         extent = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
         if numel and extent >= storage.numel:
             raise NetError(
