@@ -1,0 +1,1 @@
+"""Exporting compiled models for serving: Triton Inference Server model repositories."""
