@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netdsl
+from netdsl.source import SNIPPET_WIDTH
 
 ROOT = Path(__file__).resolve().parents[2]
 # (file name, text): a zoo file keeps its path, so that its imports resolve
@@ -203,11 +204,23 @@ def check_diagnostic(d: netdsl.Diagnostic) -> None:
     source_line = span.source.text.split("\n")[span.line - 1].removesuffix("\r")
     if not source_line.strip():
         return
-    _, shown, caret = text.splitlines()[:3]
-    assert shown == "  " + source_line
+    _, shown, caret = text.split("\n")[:3]
     assert CARET.match(caret), caret
-    assert caret.index("^") == 2 + span.column - 1
     assert span.column <= len(source_line) + 1
+    # characters a terminal acts on print as spaces, so the caret stays under its column
+    printable = "".join(c if c == "\t" or c.isprintable() else " " for c in source_line)
+    if len(source_line) <= SNIPPET_WIDTH:
+        assert shown == "  " + printable
+        assert caret.index("^") == 2 + span.column - 1
+        return
+    # a long line is cut to a window around the caret, marked with … where text is left out
+    window = shown[2:]
+    left = 2 if window.startswith("… ") else 0
+    core = window[left:].removesuffix(" …")
+    assert len(core) == SNIPPET_WIDTH and core in printable
+    under = caret.index("^") - 2
+    if span.column <= len(printable):
+        assert window[under] == printable[span.column - 1]
 
 
 # lark builds (or loads) its parser tables once; keep that out of the first example's time

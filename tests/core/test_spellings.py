@@ -103,7 +103,7 @@ def test_several_nets_and_imports(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "fragment"),
     [
-        ({"main.net": 'import "gone.net"\ninput 3x8x8\nrelu'}, "cannot read"),
+        ({"main.net": 'import "gone.net"\ninput 3x8x8\nrelu'}, "no such file"),
         (
             {"main.net": 'import "a.net"\ninput 3x8x8\nrelu', "a.net": 'import "main.net"'},
             "import cycle",
