@@ -6,6 +6,7 @@
     runtime   onnxruntime sessions, timing, comparison of artefacts
     tensorrt  the static TensorRT check and engine building
     train     training graphs, the training loop, optimizers, checkpoints
+    export    serving: Triton Inference Server model repositories (ONNX or TensorRT plan)
 
 Each room imports netdsl's core and the rooms listed before it, never one after it
 (tests/test_architecture.py checks this). Heavy libraries (onnxruntime, tensorrt) are imported

@@ -6,12 +6,14 @@
     ((10,), 11926)
 
 Public API (guarded by tests/test_public_api.py): `parse`, `parse_all`, `load`, `load_all`,
-`NetError`, `ShapedNet`, `Node`, `Diagnostic`, `Span`.
+`NetError`, `ShapedNet`, `Node`, `Diagnostic`, `Span`, and `summary` (a net's table as an object:
+rows, to_dict, to_markdown, to_html).
 """
 
 from netdsl.api import load, load_all, parse, parse_all
 from netdsl.shapes import Node, ShapedNet
 from netdsl.source import Diagnostic, NetError, Span
+from netdsl.table import summary  # after netdsl.summary (the module) is loaded: the name is this
 
 __version__ = "0.1.0"
 
@@ -26,4 +28,5 @@ __all__ = [
     "load_all",
     "parse",
     "parse_all",
+    "summary",
 ]

@@ -72,7 +72,13 @@ class Node:
     @property
     def rf_stride(self) -> tuple[float, ...]:
         """Input pixels between neighbouring outputs, per axis."""
-        return tuple(float(j) for j in self.rf.jump)
+        # strides multiply: 40 strides of 2^31 make a jump no float holds (shown as inf)
+        return tuple(float(j) if abs(j) < 2**1000 else math.inf for j in self.rf.jump)
+
+    def __repr__(self) -> str:  # one line, not every field (netdsl.table writes it)
+        from netdsl.table import node_repr
+
+        return node_repr(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,16 @@ class ShapedNet:
         from netdsl.backends.onnx.emit import to_onnx
 
         return to_onnx(self, **options)
+
+    def __repr__(self) -> str:  # `<ShapedNet resnet50: 3x224x224 -> 1000, ... params, ... MACs>`
+        from netdsl.table import net_repr
+
+        return net_repr(self)
+
+    def _repr_html_(self) -> str:  # Jupyter: the diagram (with Graphviz) and the summary table
+        from netdsl.table import html
+
+        return html(self)
 
 
 def written(layer: Layer) -> str:

@@ -26,6 +26,7 @@ DOCUMENTED = {
     "Diagnostic",
     "Span",
     "__version__",
+    "summary",
 }
 
 

@@ -24,6 +24,7 @@ def test_all_is_the_documented_api() -> None:
             "load_all",
             "parse",
             "parse_all",
+            "summary",
         ]
     )
     for name in netdsl.__all__:
