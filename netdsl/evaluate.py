@@ -8,6 +8,7 @@ parameters, loop variables). Integer `/` rounds down, as `c/16` does in the pape
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,10 +24,19 @@ def did_you_mean(name: str, candidates: list[str]) -> list[str]:
     return [f"did you mean {' or '.join(repr(c) for c in close)}?"] if close else []
 
 
+MAX_INT = 2**62  # larger integers are refused: every size and count of a net fits far below
+
+
 def evaluate(expr: ast.Expr, env: Env) -> Any:
     """The value of an argument expression; integer `/` floors, as `c/16` in the papers."""
     match expr:
-        case ast.Int(value) | ast.Float(value):
+        case ast.Int(value):
+            if abs(value) > MAX_INT:
+                raise NetError(f"the number {_short(value)} is too large", expr.span)
+            return value
+        case ast.Float(value):
+            if not math.isfinite(value):
+                raise NetError("the number is too large to be a float", expr.span)
             return value
         case ast.String(value):
             return value
@@ -74,6 +84,14 @@ def _binop(op: str, a: Any, b: Any, span: Span) -> Any:
         result = a // b if integers else a / b
     else:
         result = a % b
-    if integers and abs(result) > 2**62:
+    if (integers and abs(result) > MAX_INT) or (
+        isinstance(result, float) and not math.isfinite(result)
+    ):
         raise NetError(f"{ops.show(a)} {op} {ops.show(b)} is too large", span)
     return result
+
+
+def _short(value: int) -> str:
+    digits = str(abs(value))  # at most 4,300 digits: longer literals are refused when parsed
+    sign = "-" if value < 0 else ""
+    return sign + digits if len(digits) <= 24 else f"{sign}{digits[:6]}… ({len(digits)} digits)"
