@@ -1,0 +1,199 @@
+"""Receptive fields against an independent computation: which outputs of the emitted ONNX change
+when one input row (or column) is lit.
+
+The oracle runs the model netdsl emits, made to show reachability exactly: every weight a
+positive constant, biases and batch-norm shifts zero, every pointwise op (activations, batch
+norm, LRN, softmax over channels) the identity and a gate's product a sum, so an output is
+nonzero exactly where some path reaches a lit input. A batch lights each input row in turn;
+onnxruntime runs it once, and the rows that reach output position o give its observed field.
+netdsl's field (`Node.rf`, per axis: output o sees input positions `reach.at(o)` on an
+unbounded input) must then (1) contain what is observed, clipped to the image, for every output
+position, (2) equal it wherever it lies inside the image, and (3) report as `rf_size` the
+largest such field over output positions (checked where every phase has an inside position).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import netdsl
+from netdsl.backends.onnx.emit import to_onnx
+from netdsl.zoo import find
+
+ort = pytest.importorskip("onnxruntime")
+
+POINTWISE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "LRN", "BatchNormalization"}
+
+
+def reachability_model(net: netdsl.ShapedNet, names: list[str]) -> onnx.ModelProto:
+    params = {}
+    for node in net.nodes:
+        for w in node.weights:
+            name = f"{node.name}.{w.name}"
+            if w.name == "weight":
+                params[name] = np.full(w.shape, 1.0 / math.prod(w.shape[1:]), np.float32)
+            else:
+                params[name] = np.full(w.shape, 1.0 if w.name in ("scale", "var") else 0.0)
+    model = to_onnx(net, mode="inference", weights=params or None)
+    for node in model.graph.node:
+        if node.op_type in POINTWISE:
+            node.op_type = "Identity"
+            del node.input[1:]
+            del node.attribute[:]
+        elif node.op_type == "Mul":  # a gate: reachable through either factor
+            node.op_type = "Add"
+    outputs = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in outputs:
+            model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return model
+
+
+def observed(net: netdsl.ShapedNet, axes: tuple[int, ...]) -> dict[tuple[str, int], np.ndarray]:
+    """(layer, axis) -> a boolean map [input position, output position]: does lighting that
+    input row (axis 0) or column (axis 1) change that output?"""
+    model = reachability_model(net, [])
+    made = {o for node in model.graph.node for o in node.output}  # dropout leaves no tensor
+    tensor = {n.name: n.name if i != net.output else "output" for i, n in enumerate(net.nodes)}
+    nodes = [
+        n
+        for n in net.nodes[1:]
+        if (len(n.shape) > 1 or n is net.nodes[net.output]) and tensor[n.name] in made
+    ]
+    names = [tensor[n.name] for n in nodes]
+    model = reachability_model(net, names)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    c, *sizes = net.input_shape
+    found: dict[tuple[str, int], np.ndarray] = {}
+    for axis in axes:
+        lit = np.zeros((sizes[axis], c, *sizes), np.float32)
+        for i in range(sizes[axis]):
+            index = [i, slice(None)] + [slice(None)] * len(sizes)
+            index[2 + axis] = i
+            lit[tuple(index)] = 1e10
+        results = session.run(names, {"input": lit})
+        for node, y in zip(nodes, results, strict=True):
+            y = np.abs(y) > 0
+            if y.ndim == 2:  # a vector: one output position that sees everything it sees
+                found[(node.name, axis)] = y.any(axis=1)[:, None]
+            else:
+                other = tuple(a for a in range(1, y.ndim) if a != 2 + axis)
+                found[(node.name, axis)] = y.any(axis=other)
+    return found
+
+
+def check(net: netdsl.ShapedNet, axes: tuple[int, ...] = (0, 1)) -> int:
+    """Compare every layer's field with the observed one; returns how many exact comparisons
+    (output positions whose field lies inside the image) were made."""
+    exact = 0
+    for (name, axis), seen in observed(net, axes).items():
+        node = next(n for n in net.nodes if n.name == name)
+        reach, n_in = node.rf.reach[axis], net.input_shape[1 + axis]
+        inside_phases = set()
+        for o in range(seen.shape[1]):
+            rows = np.flatnonzero(seen[:, o])
+            lo, hi = reach.at(o)
+            where = f"{net.name}: {name} axis {axis} output {o}: netdsl [{lo}, {hi}]"
+            if lo > hi:
+                assert rows.size == 0, f"{where} sees nothing, but rows {rows} reach it"
+                continue
+            if rows.size:  # at a border the taps may all fall outside the map: nothing
+                assert lo <= rows[0] and rows[-1] <= hi, f"{where}, observed {rows}"
+            # inside the image, the unbounded field is the finite one; not for a field that a
+            # global gate made the same everywhere (step 0): its windows over padding see nothing
+            if lo >= 0 and hi < n_in and reach.step != 0:
+                assert rows.size, f"{where}, but no input row reaches it"
+                assert (rows[0], rows[-1]) == (lo, hi), f"{where}, observed {rows[0]}..{rows[-1]}"
+                inside_phases.add(o % reach.period)
+                exact += 1
+        if len(node.shape) > 1 and len(inside_phases) == reach.period:
+            assert node.rf_size[axis] == max(
+                math.ceil(h - lo) + 1 for lo, h in zip(reach.lo, reach.hi, strict=True)
+            )
+    return exact
+
+
+def test_the_transposed_convolution_of_the_issue_sees_9_pixels() -> None:
+    net = netdsl.parse("input 1x1x256\nconv1x5/4(1, p=valid) -> deconv1x8/4(1)", "i.net")
+    assert net.nodes[-1].rf_size == (1, 9)
+    assert check(net, axes=(1,)) > 100
+
+
+def zoo_net(name: str, size: int) -> netdsl.ShapedNet:
+    """A zoo net with its input made `size` x `size`, so the oracle runs in milliseconds."""
+    path, _ = find(name)
+    text = path.read_text()
+    start = text.index(f"net {name}(")
+    head, body = text[:start], text[start:]
+    body = re.sub(r"input (\d+)x\d+x\d+", rf"input \1x{size}x{size}", body, count=1)
+    return next(n for n in netdsl.parse_all(head + body, str(path)) if n.name == name)
+
+
+ZOO = [
+    ("lenet5", 32),
+    ("mnist_conv", 28),
+    ("resnet18", 32),
+    ("googlenet", 32),
+    ("densenet121", 32),
+    ("context_module", 40),
+]
+
+
+@pytest.mark.parametrize(("name", "size"), ZOO)
+def test_zoo_fields_agree_with_the_emitted_model(name: str, size: int) -> None:
+    net = zoo_net(name, size)
+    check(net, axes=(0,))  # square kernels and inputs: both axes agree
+
+
+LAYERS = [
+    "conv{k}x{k2}/{s}(2, p={p})",
+    "conv{k}x{k}(2, d={d})",
+    "maxpool{k}x{k}/{s}(ceil=true)",
+    "avgpool{k}x{k2}/{s}(p={q})",
+    "deconv(2, k=({k}, {k2}), s=({s}, {s2}), p={q})",
+    "deconv(2, k={k}, s={s}, d={d})",
+    "res[conv{k}x{k}(2) -> relu]",
+    "{{conv1x1(2) | conv{k}x{k}(2) | maxpool{k}x{k}/1(p=same)}}",
+    "dwconv{k}x{k}/{s}",
+    "sepconv{k}x{k}/{s}(2, d={d})",
+    "scale[gap -> fc(2) -> sigmoid]",
+]
+
+
+def random_nets(count: int, seed: int = 8) -> list[str]:
+    rng = random.Random(seed)
+    texts: list[str] = []
+    while len(texts) < count:
+        chain = []
+        for _ in range(rng.randint(2, 4)):
+            layer = rng.choice(LAYERS)
+            values = {
+                "k": rng.randint(1, 5),
+                "k2": rng.randint(1, 5),
+                "s": rng.randint(1, 3),
+                "s2": rng.randint(1, 3),
+                "d": rng.randint(1, 3),
+                "p": rng.choice(["same", "valid", "1", "(0, 2)", "(2, 1, 0, 1)"]),
+                "q": rng.choice(["valid", "0", "1", "(1, 0)"]),
+            }
+            chain.append(layer.format(**values))
+        size = rng.randint(12, 30)
+        text = f"input 2x{size}x{size + rng.randint(0, 5)}\n" + " -> ".join(chain)
+        try:
+            netdsl.parse(text, "random.net")
+        except netdsl.NetError:
+            continue
+        texts.append(text)
+    return texts
+
+
+@pytest.mark.parametrize("text", random_nets(40))
+def test_random_nets_agree_with_the_emitted_model(text: str) -> None:
+    check(netdsl.parse(text, "random.net"))
