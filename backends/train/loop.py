@@ -1,16 +1,20 @@
 """The training loop of `netdsl train`: a shaped net and a dataset in, a trained model out.
 
-The last stage of the training backend. `train` builds the training graph
-(`backends/train_graph.py`), has onnxruntime-training 1.19.2 derive its gradient graph, then
-per batch runs forward and backward there and the update in numpy (`backends/sgd.py`) on views
-of onnxruntime's own parameter and gradient buffers (no copies). Batch-norm running statistics
-follow each batch's mean and variance (PyTorch's convention: running = (1 - m) running + m batch,
-the variance unbiased). After each epoch it evaluates the inference model
-(`to_onnx(mode="inference")` with the current weights and running statistics) in an onnxruntime
-InferenceSession, so the accuracy reported is the exported model's, and writes the run's files
-(`backends/train_files.py`). Data order, augmentation and dropout masks are drawn from
+The last stage of the training backend. `train` takes the output folder's lock (`files.py`: one
+run per folder), builds the training graph (`graph.py`), has onnxruntime-training 1.19.2 derive
+its gradient graph, then per batch runs forward and backward there and the update in numpy
+(`optim.py`) on views of onnxruntime's own parameter and gradient buffers (no copies).
+Batch-norm running statistics follow each batch's mean and variance (PyTorch's convention:
+running = (1 - m) running + m batch, the variance unbiased). After each epoch it evaluates the
+inference model (`to_onnx(mode="inference")` with the current weights and running statistics)
+in an onnxruntime InferenceSession, so the accuracy reported is the exported model's, and
+writes the run's files (`files.py`). Data order, augmentation and dropout masks are drawn from
 generators seeded by (seed, epoch, step): a run resumed from a checkpoint ends exactly where an
-uninterrupted one does.
+uninterrupted one does; a resumed run refuses other data (its fingerprint is in the
+checkpoint), another net or changed settings (`settings.py`). Divergence stops a run
+(`Diverged`): a loss that is not finite, or, from the `WARMUP`th step on, a mean loss over the
+last `WINDOW` steps above `BLOWUP` times the loss it started from (that of the first step, or
+ln(classes), a uniform guess's, if larger).
 """
 
 from __future__ import annotations
@@ -19,51 +23,32 @@ import contextlib
 import fnmatch
 import math
 import os
+import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from netdsl.backends.data.sources import Dataset
+from netdsl.backends.data import atomic
+from netdsl.backends.data.sources import Dataset, differences
+from netdsl.backends.data.sources import fingerprint as data_fingerprint
 from netdsl.backends.onnx import weights as wt
 from netdsl.backends.train import files
 from netdsl.backends.train import optim as sgd
 from netdsl.backends.train.files import Checkpoint, Progress
 from netdsl.backends.train.graph import LOGITS, inference_model, training_graph, with_logits
+from netdsl.backends.train.settings import RESUMABLE as RESUMABLE  # re-exported
+from netdsl.backends.train.settings import Config, check_resumable, saved_config
+from netdsl.errors import Diverged
 from netdsl.shapes import ShapedNet
 from netdsl.source import NetError
 
-RESUMABLE = ("epochs", "threads", "checkpoint_every", "eval_batch")  # may change on resume
-
-
-@dataclass(frozen=True)
-class Config:
-    """A run's settings (the CLI's options; see docs/training.md)."""
-
-    epochs: int = 20
-    batch: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    step_size: int = 10
-    gamma: float = 0.1
-    seed: int = 0
-    init: str = "auto"
-    fit: str = "auto"  # how images met the net's input size (backends/data.py's `fit`)
-    shift: int = 2  # augmentation: random translations of up to this many pixels
-    threads: int = 0  # onnxruntime's intra-op threads; 0: one per core
-    checkpoint_every: int = 200  # steps; 0: only at the end of each epoch
-    eval_batch: int = 500
-    freeze: tuple[str, ...] = ()  # fnmatch patterns of tensors kept fixed
-    init_from: str | None = None
-    skip_mismatched: bool = False
+WARMUP, WINDOW = 5, 10  # steps before the rule applies; steps of the running mean
+BLOWUP = 10.0  # the running mean may not exceed this many times the starting loss
 
 
 Report = Callable[[str, dict[str, Any]], None]  # kind ("note", "step", "epoch"), values
@@ -79,72 +64,80 @@ def train(
     report: Report | None = None,
     data_spec: str = "",
 ) -> list[dict[str, float]]:
-    """Train `net` on `data` (fitted to it: `backends/data.py`), writing to `out`; with
+    """Train `net` on `data` (fitted to it: `backends/data/sources.py`), writing to `out`; with
     `resume`, continue the run saved there (`config` must be its settings but for the
     RESUMABLE ones: `saved_config` reads them). Returns the metrics of every epoch."""
     say = report or (lambda kind, values: None)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        state = files.load_checkpoint(out, net)
-        check_resumable(saved_config(state), config)
-        data_spec = state.meta.get("data", data_spec)
-    else:
-        state = Checkpoint(initial_params(net, config, say), {}, Progress(), {})
-    state.meta = {"config": {**asdict(config), "freeze": list(config.freeze)}, "data": data_spec}
-    optimizer = sgd.make(
-        config.optimizer, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    optimizer.load(state.optimizer)
-    with tempfile.TemporaryDirectory(prefix="netdsl-train-") as work:
-        run = Run(net, data, config, out, state.params, Path(work), say)
-        run.loop(optimizer, state)
-    history: list[dict[str, float]] = state.progress.history
-    files.write_metrics(out, history)
-    files.plot_curves(history, out / files.CURVES, net.name)
+    with files.hold(out) as notes:  # nothing in `out` changes before the lock is ours
+        for note in notes:
+            say("note", {"text": f"note: {note}"})
+        prints = data_fingerprint(data)
+        if resume:
+            state = files.load_checkpoint(out, net)
+            check_resumable(saved_config(state), config)
+            check_same_data(state.meta, prints, out)
+            data_spec = state.meta.get("data", data_spec)
+        else:
+            state = Checkpoint(initial_params(net, config, say), {}, Progress(), {})
+        state.meta = {
+            "config": {**asdict(config), "freeze": list(config.freeze)},
+            "data": data_spec,
+            "data_fingerprint": prints,
+        }
+        optimizer = sgd.make(
+            config.optimizer, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        optimizer.load(state.optimizer)
+        work = files.work_folder(out)
+        try:
+            run = Run(net, data, config, out, state.params, work, say)
+            run.loop(optimizer, state)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        history: list[dict[str, float]] = state.progress.history
+        files.write_metrics(out, history)
+        files.plot_curves(history, out / files.CURVES, net.name)
     return history
 
 
-def saved_config(state: Checkpoint) -> Config:
-    values = dict(state.meta["config"])
-    return Config(**{**values, "freeze": tuple(values["freeze"])})
-
-
-def check_resumable(saved: Config, config: Config) -> None:
-    """A resumed run keeps its settings; only the RESUMABLE ones may change."""
-    changed = [
-        k for k, v in asdict(config).items() if k not in RESUMABLE and v != getattr(saved, k)
-    ]
+def check_same_data(meta: dict[str, Any], prints: dict[str, Any], out: Path) -> None:
+    """A resumed run trains on the data it started on (its fingerprint is in the checkpoint)."""
+    saved = meta.get("data_fingerprint")
+    if not isinstance(saved, dict):
+        return  # a checkpoint from before fingerprints: nothing to compare
+    changed = differences(saved, prints)
     if changed:
-        shown = ", ".join(f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in changed)
         raise NetError(
-            f"a resumed run keeps its settings, but these changed: {shown}",
+            f"the run in '{out}' trained on {saved.get('name', meta.get('data', 'other data'))}; "
+            f"this data ({prints['name']}) differs: {'; '.join(changed)}",
             None,
-            [f"only {', '.join(RESUMABLE)} may change"],
+            ["a resumed run continues on its own data; start a new run for other data"],
         )
 
 
 def initial_params(net: ShapedNet, config: Config, say: Report) -> wt.Params:
+    wt.check_size(net)  # before anything is allocated
     params = wt.initialise(net, config.init, config.seed)
     if config.init_from:
         params, loaded = wt.merge(params, config.init_from, skip_mismatched=config.skip_mismatched)
-        say("note", {"text": f"--init-from: {loaded.describe()}"})
+        say("note", {"text": f"initial weights: {loaded.describe()}"})
     return params
 
 
 def trainable(net: ShapedNet, patterns: tuple[str, ...]) -> list[str]:
-    """The trainable tensors that no --freeze pattern matches."""
+    """The trainable tensors that no freeze pattern matches."""
     names = [f"{n.name}.{w.name}" for n in net.nodes for w in n.weights if w.trainable]
     every = [f"{n.name}.{w.name}" for n in net.nodes for w in n.weights]
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in every):
             raise NetError(
-                f"--freeze '{pattern}' matches no tensor of {net.name}",
+                f"freeze pattern '{pattern}' matches no tensor of {net.name}",
                 None,
                 [f"its tensors are named like {', '.join(every[:4])}"],
             )
     left = [n for n in names if not _matches(n, patterns)]
     if not left:
-        raise NetError(f"--freeze leaves nothing of {net.name} to train")
+        raise NetError(f"the freeze patterns leave nothing of {net.name} to train")
     return left
 
 
@@ -247,13 +240,7 @@ class Run:
         if c.shift:
             x = shifted(x, c.shift, np.random.default_rng([c.seed, epoch, step, 2]))
         loss, logits, *stats = self.module(x, *self.masks(len(batch), epoch, step), y)
-        if not math.isfinite(float(loss)):
-            raise NetError(
-                f"loss became {float(loss)} at epoch {epoch + 1} step {step + 1}; "
-                f"try a lower --lr (it was {lr:g})",
-                None,
-                [f"the last good checkpoint is kept: {self.out / files.CHECKPOINT}"],
-            )
+        self.watch(float(loss), epoch, step, p)
         if not self.slots:  # onnxruntime allocates the gradients in the first step
             self.slots = [
                 (n, self.params[n], _buffer(self.state, n, "grad")) for n in self.trainable
@@ -264,6 +251,34 @@ class Run:
         p.loss_sum += float(loss) * len(batch)
         p.correct += int((logits.argmax(axis=1) == y).sum())
         p.seen += len(batch)
+
+    def watch(self, loss: float, epoch: int, step: int, p: Progress) -> None:
+        """Stop a run that diverges (the module's rule), before its update is applied."""
+        where = f"at epoch {epoch + 1} step {step + 1}"
+        if not math.isfinite(loss):
+            self.diverged(f"the loss became {loss} {where}", p)
+        if p.reference_loss is None:  # the first step: the weights as initialised
+            p.reference_loss = max(loss, math.log(self.graph.classes))
+        p.recent_losses = [*p.recent_losses, loss][-WINDOW:]
+        now = sum(p.recent_losses) / len(p.recent_losses)
+        if len(p.recent_losses) >= WARMUP and now > BLOWUP * p.reference_loss:
+            self.diverged(
+                f"the loss ran away {where}: {now:.4g} over the last {len(p.recent_losses)} "
+                f"steps, more than {BLOWUP:g} times the {p.reference_loss:.4g} it started from",
+                p,
+            )
+
+    def diverged(self, what: str, p: Progress) -> None:
+        """Raise `Diverged`, saying truly whether a checkpoint is there to fall back on."""
+        lr = self.config.lr
+        path = self.out / files.CHECKPOINT
+        if p.saved_step is not None and path.is_file():
+            kept = f"the last checkpoint (step {p.saved_step:,}) is kept: {path}"
+        else:
+            kept = "no checkpoint was written before it"
+        raise Diverged(
+            f"training diverged: {what} (peak learning rate {lr:g})", None, [kept], lr=lr
+        )
 
     def masks(self, size: int, epoch: int, step: int) -> list[np.ndarray]:
         """Dropout masks: 0 or 1/(1-p), from a generator seeded by the position."""
@@ -310,18 +325,14 @@ class Run:
             "preprocessing": "N×C×H×W float32, pixels scaled to [0, 1]",
         }
         model = inference_model(self.net, self.params, meta)
-        files.atomic_write(self.out / files.MODEL, model.SerializeToString())
+        atomic.write(self.out / files.MODEL, model.SerializeToString())
 
     def save(self, optimizer: sgd.Optimizer, state: Checkpoint) -> None:
         for name in self.trainable:
             if not np.isfinite(self.params[name]).all():
-                raise NetError(
-                    f"the weights of {name} became infinite or nan at epoch "
-                    f"{state.progress.epoch + 1}; try a lower --lr",
-                    None,
-                    [f"the last good checkpoint is kept: {self.out / files.CHECKPOINT}"],
-                )
+                self.diverged(f"the weights of {name} are no longer finite", state.progress)
         state.params, state.optimizer = self.params, optimizer.state()
+        state.progress.saved_step = state.progress.global_step
         files.save_checkpoint(self.out, self.net, state)
 
 

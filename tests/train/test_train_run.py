@@ -170,35 +170,32 @@ def test_dropout_is_only_in_training_and_runs_repeat(tmp_path: Path, blobs: Path
     assert [i.name for i in model.graph.input] == ["input"]
 
 
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(
-    tmp_path: Path, blobs: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("every", "kept"),
+    [
+        ("2", "the last checkpoint (step 4) is kept"),
+        ("0", "no checkpoint was written before it"),
+    ],
+)
+def test_divergence_stops_and_says_truly_what_is_kept(
+    tmp_path: Path, blobs: Path, capsys: pytest.CaptureFixture[str], every: str, kept: str
 ) -> None:
+    """lr 1000 blows the loss up by step 2; the rule (mean of the last steps above 10 times
+    the starting loss, from step 5) stops the run there, before a fifth update."""
     out = tmp_path / "run"
-    code = _train(
-        [
-            str(_net(tmp_path, SMALL)),
-            "--data",
-            f"npz:{blobs}",
-            "--epochs",
-            "3",
-            "--schedule",
-            "step",
-            "--step-size",
-            "1",
-            "--gamma",
-            "1e30",
-            "--out",
-            str(out),
-            "--checkpoint-every",
-            "0",
-        ]
-    )
+    net = str(_net(tmp_path, SMALL))
+    args = [net, "--data", f"npz:{blobs}", "--lr", "1000", "--schedule", "constant"]
+    code = _train([*args, "--batch", "8", "--out", str(out), "--checkpoint-every", every])
     err = capsys.readouterr().err
     assert code == 1
-    assert "became" in err and "at epoch 2 step" in err and "try a lower --lr" in err
-    state = files.load_checkpoint(out)
-    assert state.progress.epoch == 1
-    assert all(np.isfinite(v).all() for v in state.params.values())
+    assert "training diverged: the loss ran away at epoch 1 step 5" in err
+    assert kept in err and "--lr" in err  # the CLI's advice, from the error's facts
+    if every == "0":
+        assert not (out / files.CHECKPOINT).exists()
+    else:
+        state = files.load_checkpoint(out)
+        assert state.progress.global_step == 4 and state.progress.saved_step == 4
+        assert all(np.isfinite(v).all() for v in state.params.values())
 
 
 def test_frozen_tensors_stay_fixed(tmp_path: Path, blobs: Path) -> None:
