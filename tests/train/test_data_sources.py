@@ -194,7 +194,7 @@ def test_folder_errors(tmp_path: Path) -> None:
         data.load(f"folder:{tmp_path / 'mixed'}")
     _folder(tmp_path / "broken", {"a": 2, "b": 2})
     (tmp_path / "broken" / "a" / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(NetError, match="cannot read .*bad.png. as an image"):
+    with pytest.raises(NetError, match=r"cannot read .*bad\.png. as an image"):
         data.load(f"folder:{tmp_path / 'broken'}")
 
 

@@ -271,7 +271,7 @@ def test_init_from_a_trained_model(
     [
         (["--resume", "--lr", "0.5"], "cannot change --lr 0.5 (the run has 0.1)"),
         ([], "already holds a run"),
-        (["--freeze", "nothing*", "--out", "{tmp}/new"], "--freeze 'nothing*' matches no tensor"),
+        (["--freeze", "nothing*", "--out", "{tmp}/new"], "freeze pattern 'nothing*' matches no"),
         (["--resume", "--out", "{tmp}/empty"], "no checkpoint at"),
     ],
 )
