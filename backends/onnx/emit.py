@@ -326,7 +326,9 @@ def emit(
     `fold_bn` folds each batch norm into the conv or fc before it and dropout disappears.
     """
     _check_options(net, opset, batch, mode, fold_bn)
-    tensors, where = wt.given(weights) if weights is not None else ({}, "")
+    wt.check_size(net)  # a net whose weights cannot be allocated is refused with its size
+    # a weights file is read only where it matches the net's tensors (names and shapes)
+    tensors, where = wt.given(weights, wt.shapes(net)) if weights is not None else ({}, "")
     params = wt.initialise(net, init, seed, provided=tensors)
     meta = {
         "source": net.span.source.name,
