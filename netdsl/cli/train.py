@@ -36,14 +36,14 @@ OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
     ("--optimizer", str, "sgd|adamw", "sgd with momentum (default) or adamw"),
     (
         "--lr",
-        o.number(0, 1000, above=True),
+        o.number(0, above=True),
         None,
         "peak learning rate (default: sgd 0.1, adamw 0.001)",
     ),
     ("--momentum", o.number(0, 1, below=True), None, "sgd momentum, 0 to < 1 (default 0.9)"),
     (
         "--weight-decay",
-        o.number(0, 1),
+        o.number(0),
         None,
         "sgd: L2 added to the gradient (default 0); adamw: decoupled (default 0.01)",
     ),
@@ -61,9 +61,9 @@ OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
     ),
     (
         "--gamma",
-        o.number(0, 1, above=True),
+        o.number(0, above=True),
         None,
-        "the step schedule's factor, > 0 and <= 1 (default 0.1)",
+        "the step schedule's factor, > 0 (default 0.1)",
     ),
     (
         "--shift",
