@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from netdsl import ops
 from netdsl import syntax as ast
 from netdsl.evaluate import evaluate
 from netdsl.source import NetError
 
-MAX_LAYERS = 100_000  # layers in one expanded net
-MAX_STEPS = 400_000  # chain nodes visited while expanding one net, empty repetitions included
+MAX_LAYERS = 20_000  # layers in one expanded net (checking 20,000 convs takes about 1 s)
+MAX_STEPS = 100_000  # chain nodes visited while expanding one net, empty repetitions included
 MAX_DEPTH = 150  # chain nodes open at once: definitions in definitions, brackets, repetitions
 _CAP = 10**15  # bounds stay small integers however deep the text multiplies
 
@@ -63,6 +64,8 @@ class Estimator:
             case ast.Call(name):
                 if name in self.defs:
                     return _STEP + self.body(name)
+                if ops.resolve(name) is None or ops.refused(name):
+                    return _STEP  # an unknown layer adds nothing; its error is reported
                 return Cost(2, 1) if name == "sepconv" else _LAYER
             case ast.Seq(items):
                 total = _STEP
@@ -90,7 +93,9 @@ class Estimator:
     def body(self, name: str) -> Cost:
         if name in self.bodies:
             return self.bodies[name]
-        if name in self.open:  # recursion is refused when expanding; it bounds nothing here
+        if name in self.open or len(self.open) >= MAX_DEPTH:
+            # recursion and nesting past MAX_DEPTH are refused when expanding; a lower bound
+            # of nothing keeps this walk shallow
             return _NOTHING
         self.open.add(name)
         try:

@@ -328,6 +328,18 @@ class _Expander:
                     node.span,
                     [f"'{definition.name}' is defined at {definition.span.where}"],
                 )
+        least = self.estimate.body(definition.name)
+        if least.layers > MAX_LAYERS - len(self.layers) or least.steps > MAX_STEPS - self.steps:
+            limit = f"more than {MAX_LAYERS:,} layers or {MAX_STEPS:,} steps"
+            raise OverBudget(
+                f"the net expands to {limit}",
+                node.span,
+                [
+                    f"'{definition.name}' alone adds at least {least.layers:,} layers in "
+                    f"{least.steps:,} steps",
+                    *trace_notes(trace),
+                ],
+            )
         shown = ", ".join(ops.show(v) for v in local.values())
         frame = Frame(f"in {definition.name}({shown}), used", node.span)
         self.calls.append(definition.name)

@@ -88,7 +88,7 @@ CASES: list[tuple[str, str, str]] = [
     (
         "absurd repetition",
         "input 3x8x8\n[conv3x3(64)]*1000000000\n",
-        "bad.net:2:15: error: repetition count 1,000,000,000 exceeds the limit of 100,000 layers per net\n  [conv3x3(64)]*1000000000\n                ^^^^^^^^^^",
+        "bad.net:2:15: error: repetition count 1,000,000,000 exceeds the limit of 20,000 layers per net\n  [conv3x3(64)]*1000000000\n                ^^^^^^^^^^",
     ),
     (
         "huge weight",

@@ -120,8 +120,8 @@ def test_import_errors(tmp_path: Path, files: dict[str, str], fragment: str) -> 
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("input 3x8x8\n[conv3x3(64)]*1000000000", "exceeds the limit of 100,000 layers"),
-        ("input 3x8x8\n[[conv1x1(4)]*400]*400", "more than 100,000 layers"),
+        ("input 3x8x8\n[conv3x3(64)]*1000000000", "exceeds the limit of 20,000 layers"),
+        ("input 3x8x8\n[[conv1x1(4)]*400]*400", "more than 20,000 layers"),
         ("input 3x8x8\nfc(70000) -> fc(70000)", r"more than the limit of 2\^31 - 1"),
         ("def f(x) = f(x)\ninput 3x8x8\nf(1)", "cannot recurse"),
         ("input 3x8x8\nlocallyconnected(4)", "locally connected layers"),
