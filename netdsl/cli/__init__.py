@@ -1,7 +1,7 @@
 """The `netdsl` command: the only place that knows about argv, flags, printing and exit codes.
 
 The outermost layer. `main` builds the parser from the command modules (`core`: check, summary,
-zoo; `deploy`: compile, run, bench, engine, compare; `train`: train), runs the chosen handler
+zoo; `deploy`: compile, engine; `run`: run, bench, compare; `train`: train), runs the chosen handler
 and turns what it raises into an exit code:
 
     0  success (warnings included)
@@ -35,7 +35,7 @@ RANK = {"onnx": 0, "run": 1, "train": 2}  # each extra brings the modules of tho
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from netdsl.cli import core, deploy, train
+    from netdsl.cli import core, deploy, run, train
 
     parser = argparse.ArgumentParser(
         prog="netdsl",
@@ -43,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"netdsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    core.register(sub)
-    deploy.register(sub)
+    core.register(sub)  # the order of `netdsl --help`
+    deploy.register_compile(sub)
+    run.register_run(sub)
     train.register(sub)
+    deploy.register_engine(sub)
+    run.register_compare(sub)
     return parser
 
 

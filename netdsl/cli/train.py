@@ -23,7 +23,7 @@ from netdsl.cli import options as o
 from netdsl.source import NetError
 
 if TYPE_CHECKING:
-    from netdsl.backends.train.loop import Config
+    from netdsl.backends.train.settings import Config
 
 NEEDS = ("train", ("numpy", "onnx", "onnxruntime"))  # the rest is reported when imported
 
@@ -31,8 +31,8 @@ Parse = Callable[[str], Any]
 
 # (flag, type, metavar, help) of the options that take a value; None: the run's default
 OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
-    ("--epochs", o.whole(1, 1_000_000), "N", "epochs (default 20)"),
-    ("--batch", o.whole(1, 1_000_000), "N", "batch size (default 32)"),
+    ("--epochs", o.whole(1, o.MAX_BATCH), "N", "epochs (default 20)"),
+    ("--batch", o.whole(1, o.MAX_BATCH), "N", "batch size (default 32)"),
     ("--optimizer", str, "sgd|adamw", "sgd with momentum (default) or adamw"),
     (
         "--lr",
@@ -55,15 +55,15 @@ OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
     ),
     (
         "--step-size",
-        o.whole(1, 1_000_000),
+        o.whole(1, o.MAX_BATCH),
         "EPOCHS",
         "step schedule: multiply by --gamma every N epochs (10)",
     ),
     (
         "--gamma",
-        o.number(0, above=True),
+        o.number(0, 1, above=True),
         None,
-        "the step schedule's factor, > 0 (default 0.1)",
+        "the step schedule's factor, > 0 and <= 1 (default 0.1)",
     ),
     (
         "--shift",
@@ -78,10 +78,10 @@ OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
         "seeds the weights, data order, shifts and dropout (default 0)",
     ),
     ("--init", str, "auto|he|glorot|normal", "weight init (auto: He for ReLU nets, else Glorot)"),
-    ("--threads", o.whole(0, 1024), "N", "onnxruntime intra-op threads (default 0: one per core)"),
+    ("--threads", o.whole(0, 4096), "N", "onnxruntime intra-op threads (default 0: one per core)"),
     (
         "--checkpoint-every",
-        o.whole(0, 10**9),
+        o.whole(0, o.MAX_BATCH),
         "STEPS",
         "checkpoint every N steps as well as after each epoch (default 200; 0: epochs only)",
     ),
@@ -153,7 +153,7 @@ RESUMABLE = ("epochs", "threads", "checkpoint_every")
 def config_from(args: argparse.Namespace) -> Config:
     """The run's settings: the options given, the defaults for the rest."""
     from netdsl.backends.train import optim as sgd
-    from netdsl.backends.train.loop import Config
+    from netdsl.backends.train.settings import Config
 
     given: dict[str, Any] = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
     optimizer = given.get("optimizer", "sgd")
@@ -191,7 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, net: Any, classes: int, config: Config, out: Path) -> int:
     from netdsl.backends.data import sources as datasets
     from netdsl.backends.train import files
-    from netdsl.backends.train.loop import saved_config, train
+    from netdsl.backends.train.loop import train
+    from netdsl.backends.train.settings import saved_config
 
     spec = args.data
     if args.resume:

@@ -1,0 +1,235 @@
+"""`netdsl run`, `bench` and `compare`: the command line of running artefacts.
+
+The outermost layer of the runtime room: `register_run` and `register_compare` add the
+commands; each handler takes an `.onnx` file, an `.engine` file or a net (compiled for inference
+through `compile_net`), calls `netdsl.backends.runtime` (ort sessions, timing, comparison) or
+`tensorrt.engine`, prints and returns an exit code. onnx, onnxruntime and numpy are imported only
+when a command runs; each command declares the extra it needs (`needs`), which `main` checks
+before it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from netdsl.cli import options as o
+from netdsl.source import NetError
+
+RUN = ("run", ("numpy", "onnx", "onnxruntime"))  # the extra that brings them all; the modules
+
+
+def register_run(sub: Any) -> None:
+    """Add `run` and `bench` to the CLI's subparsers."""
+    r = sub.add_parser("run", help="run a net or an .onnx model with onnxruntime")
+    r.add_argument("model", metavar="MODEL", help=o.MODEL)
+    r.add_argument("--input", metavar="FILE", help="a .npy array or an image (default: random)")
+    r.add_argument(
+        "--top", type=o.whole(1), default=5, metavar="K", help="classes to show (default 5)"
+    )
+    o.add_seed(r, "seed of the weights and random input")
+    o.add_weights(r)
+    o.add_runtime(r)
+    o.add_set(r)
+    r.set_defaults(func=cmd_run, needs=RUN)
+
+    b = sub.add_parser("bench", help="time a net or an .onnx model with onnxruntime")
+    b.add_argument("model", metavar="MODEL", help=o.MODEL)
+    b.add_argument(
+        "--batch",
+        type=o.batches,
+        default=[1, 8, 64],
+        metavar="B,B,...",
+        help="batch sizes (default 1,8,64)",
+    )
+    b.add_argument(
+        "--repeats",
+        type=o.whole(1, 1_000_000),
+        default=20,
+        help="timed runs per batch (default 20)",
+    )
+    b.add_argument(
+        "--warmup", type=o.whole(0, 1_000_000), default=3, help="untimed runs first (default 3)"
+    )
+    o.add_json(b)
+    o.add_runtime(b)
+    o.add_set(b)
+    b.set_defaults(func=cmd_bench, needs=RUN)
+
+
+def register_compare(sub: Any) -> None:
+    m = sub.add_parser("compare", help="run two artefacts on the same input, report errors")
+    m.add_argument("a", metavar="A", help="an .onnx or .engine file, or " + o.TARGET)
+    m.add_argument("b", metavar="B", nargs="?", help="the second (default: A again)")
+    m.add_argument(
+        "--providers",
+        type=o.providers,
+        default=("cpu", "cpu"),
+        metavar="P,Q",
+        help="onnxruntime providers for A and B (default cpu,cpu; e.g. cpu,cuda)",
+    )
+    m.add_argument(
+        "--batch",
+        type=o.whole(1, o.MAX_BATCH),
+        default=2,
+        help="images in the random input (default 2)",
+    )
+    o.add_seed(m, "seed of the input and fresh weights")
+    o.add_json(m)
+    o.add_set(m)
+    m.set_defaults(func=cmd_compare, needs=RUN)
+
+
+def _is_onnx(spec: str) -> bool:
+    return Path(spec).suffix.lower() == ".onnx"
+
+
+def _is_engine(spec: str) -> bool:
+    return Path(spec).suffix.lower() == ".engine"
+
+
+def _model(args: argparse.Namespace) -> tuple[Any, str]:
+    """An .onnx path, or the net compiled for inference; and a note on where weights came from."""
+    if _is_onnx(args.model):
+        from netdsl.backends.runtime.ort import read_model
+
+        model = read_model(args.model)
+        modes = {p.key: p.value for p in model.metadata_props}.get("mode", "")
+        note = ""
+        if modes.startswith("train"):
+            note = (
+                f"note: {args.model} is in training form (batch norms use batch "
+                f"statistics, dropout is on); compile with --inference to run it"
+            )
+        return args.model, note
+    from netdsl.backends.onnx.compile import CompileOptions, compile_net
+
+    net = o.net(args.model, args.set)
+    weights = getattr(args, "weights", None)
+    model = compile_net(
+        net,
+        CompileOptions(
+            mode="inference",
+            seed=getattr(args, "seed", 0),
+            weights=weights,
+            skip_mismatched=getattr(args, "skip_mismatched", False),
+        ),
+    )
+    meta = {p.key: p.value for p in model.metadata_props}
+    note = (
+        f"note: {meta['weights']}"
+        if weights
+        else f"note: {net.name} has fresh random weights (init {meta['init']}); "
+        f"pass --weights FILE for trained ones"
+    )
+    return model, note
+
+
+def _runtime(args: argparse.Namespace) -> dict[str, Any]:
+    return {"provider": args.provider, "level": args.opt_level, "threads": args.threads}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from netdsl.backends.runtime import ort
+
+    if _is_engine(args.model):
+        from netdsl.backends.tensorrt.engine import run_engine
+
+        if args.input is None:
+            raise NetError("running an engine needs --input (a .npy of N x C x H x W)")
+        x = ort.load_input(args.input, None) if args.input.endswith(".npy") else None
+        if x is None:
+            raise NetError("running an engine needs a .npy input of N x C x H x W")
+        y = run_engine(args.model, x)
+        for i, best in enumerate(ort.top_k(y, args.top)):
+            print(f"image {i}: " + ", ".join(f"{c} ({s:.4f})" for c, s in best))
+        return 0
+    model, note = _model(args)
+    sess = ort.session(model, **_runtime(args))
+    if args.input is None:
+        x = ort.random_input(ort.image_size(sess), args.seed)
+        note += f"\nnote: no --input; running a random input, uniform in [0, 1) (seed {args.seed})"
+    else:
+        x = ort.load_input(args.input, sess)
+    x = ort.check_input(sess, x, args.input or "input")
+    y = ort.run(sess, x)
+    if note.strip():
+        print(note.strip())
+    print(f"output {'x'.join(map(str, y.shape))}")
+    if y.ndim != 2:
+        print(f"  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}")
+        return 0
+    probabilities = bool(np.all(y >= 0) and np.allclose(y.sum(axis=1), 1.0, atol=1e-3))
+    label = "probability" if probabilities else "score"
+    for i, best in enumerate(ort.top_k(y, args.top)):
+        print(f"image {i}: top {len(best)} (class, {label})")
+        for rank, (cls, score) in enumerate(best, 1):
+            print(f"  {rank:>2}. {cls:>6}  {score:.6f}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from netdsl.backends.runtime import compare, ort
+
+    batches: list[int] = args.batch
+    if _is_engine(args.model):
+        from netdsl.backends.tensorrt.engine import bench_engine
+
+        rows = bench_engine(args.model, batches, args.repeats, args.warmup)
+        print(f"{args.model} on TensorRT (end to end, copies included), median of {args.repeats}")
+        for batch, ms, ips in rows:
+            print(f"{batch:>6}  {ms:>11.3f}  {ips:>10.1f}")
+        return 0
+    model, note = _model(args)
+    compare.check_inputs_fit(model, batches)
+    timings = ort.bench(model, batches, repeats=args.repeats, warmup=args.warmup, **_runtime(args))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "provider": args.provider,
+                    "threads": args.threads,
+                    "opt_level": args.opt_level,
+                    "results": [t.as_dict() for t in timings],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if note:
+        print(note)
+    print(f"{args.model} on {args.provider}, median of {args.repeats} runs")
+    print(f"{'batch':>6}  {'latency ms':>11}  {'images/s':>10}")
+    for t in timings:
+        print(f"{t.batch:>6}  {t.median_ms:>11.3f}  {t.images_per_s:>10.1f}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from netdsl.backends.onnx.compile import CompileOptions, compile_net
+    from netdsl.backends.runtime import compare
+
+    first, second = args.providers
+    sides: list[Any] = []
+    for spec in (args.a, args.b or args.a):
+        if _is_onnx(spec) or _is_engine(spec):
+            sides.append(spec)
+        else:
+            net = o.net(spec, args.set)
+            sides.append(compile_net(net, CompileOptions(mode="inference", seed=args.seed)))
+    found, shape = compare.compare(sides[0], sides[1], (first, second), args.batch, args.seed)
+    if args.json:
+        print(json.dumps([d.as_dict() for d in found], indent=2))
+        return 0
+    print(
+        f"{args.a} ({first}) vs {args.b or args.a} ({second}), "
+        f"random input {'x'.join(map(str, shape))} (seed {args.seed})"
+    )
+    for d in found:
+        print("  " + d.render())
+    return 0
