@@ -58,8 +58,10 @@ def slide(n: int, k: int, s: int, d: int, pads: tuple[int, int] | str, ceil: boo
         m = -(-n // s)
         total = max((m - 1) * s + keff - n, 0)
         pb, pe = total // 2, total - total // 2
+    elif isinstance(pads, str):  # valid
+        pb, pe = 0, 0
     else:
-        pb, pe = (0, 0) if pads == "valid" else (pads[0], pads[1])
+        pb, pe = pads
     span = n + pb + pe - keff
     if ceil:
         m = -(-span // s) + 1
@@ -82,8 +84,10 @@ def transposed(n: int, k: int, s: int, d: int, pads: tuple[int, int] | str, extr
     if pads == "same":
         total = s * (n - 1) + keff + extra - n * s
         pb, pe = total // 2, total - total // 2
+    elif isinstance(pads, str):  # valid
+        pb, pe = 0, 0
     else:
-        pb, pe = (0, 0) if pads == "valid" else (pads[0], pads[1])
+        pb, pe = pads
     m = s * (n - 1) + keff - pb - pe + extra
     formula = f"{s}*({n} - 1) + {_describe(k, d)} - {pb + pe} + {extra} = {m}"
     # s(N - 1) + k' - P + op >= 1  <=>  N >= 1 + ceil((P + 1 - k' - op)/s)

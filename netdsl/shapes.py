@@ -73,7 +73,7 @@ class Node:
     def rf_stride(self) -> tuple[float, ...]:
         """Input pixels between neighbouring outputs, per axis."""
         # strides multiply: 40 strides of 2^31 make a jump no float holds (shown as inf)
-        return tuple(float(j) if abs(j) < 2**1000 else math.inf for j in self.rf.jump)
+        return tuple(float(j) if abs(Fraction(j)) < 2**1000 else math.inf for j in self.rf.jump)
 
     def __repr__(self) -> str:  # one line, not every field (netdsl.table writes it)
         from netdsl.table import node_repr
@@ -260,10 +260,10 @@ class _Pass:
         every output sees all of it), moved by the layer's window."""
         fields = [self.nodes[j].rf for j in ins]
         reach, jump = fields[0].reach, fields[0].jump
-        for j, other in zip(ins[1:], fields[1:], strict=True):
+        for index, other in zip(ins[1:], fields[1:], strict=True):
             if other.size != fields[0].size:
                 self.merged = True
-            if math.prod(self.nodes[j].shape[1:]) == 1 < math.prod(shape[1:]):
+            if math.prod(self.nodes[index].shape[1:]) == 1 < math.prod(shape[1:]):
                 other = Field(tuple(_broadcast(r) for r in other.reach), jump)
             reach = tuple(a.union(b) for a, b in zip(reach, other.reach, strict=True))
             jump = tuple(max(a, b) for a, b in zip(jump, other.jump, strict=True))
@@ -275,7 +275,8 @@ class _Pass:
                 tuple(geometry.whole(r, n) for r, n in zip(reach, sizes, strict=True)),
                 tuple(_exact(Fraction(j) * n) for j, n in zip(jump, sizes, strict=True)),
             )
-        moved, jumps = [], []
+        moved: list[Reach] = []
+        jumps: list[Num] = []
         for axis, (r, j) in enumerate(zip(reach, jump, strict=True)):
             k, s = window.kernel[axis], window.stride[axis]
             d, begin = window.dilation[axis], window.begin[axis]
