@@ -1,7 +1,8 @@
 """Flag advice: the command line's half of `netdsl.errors`.
 
 The library raises `Advisable` errors that state the facts; this table says which flag of the
-command line fixes each, and `advise` appends that as a note before the error is printed. The
+command line fixes each, and `advise` appends that as a note before the error is printed (in
+place of a library note that names the API's keyword for the same remedy). The
 flag names live here and in the command modules only.
 """
 
@@ -60,6 +61,16 @@ ADVICE: dict[type[errors.Advisable], Advice] = {
     errors.ClassCount: _classes,
 }
 
+# The keyword arguments an API user would pass instead: a library note naming one of these is
+# the API's wording of the same advice, so the command line shows its flag instead.
+KEYWORDS: dict[type[errors.Advisable], str] = {
+    errors.WeightsMismatch: "skip_mismatched=",
+    errors.FixedBatch: "batch=",
+    errors.NeedsInference: "mode=",
+    errors.DataMissing: "download=",
+    errors.ImageSizeMismatch: "fit=",
+}
+
 
 def advise(error: NetError, command: str = "") -> NetError:
     """The error with the command line's advice for `command` appended to its first
@@ -72,4 +83,6 @@ def advise(error: NetError, command: str = "") -> NetError:
     first = error.diagnostics[0]
     if not note or note in first.notes:
         return error
-    return NetError((replace(first, notes=(*first.notes, note)), *error.diagnostics[1:]))
+    keyword = next((k for kind, k in KEYWORDS.items() if isinstance(error, kind)), None)
+    kept = tuple(n for n in first.notes if keyword is None or keyword not in n)
+    return NetError((replace(first, notes=(*kept, note)), *error.diagnostics[1:]))

@@ -215,6 +215,13 @@ def test_the_cli_adds_flag_advice(error: netdsl.NetError, command: str, note: st
     assert advised.render().startswith(error.render())
 
 
+def test_the_flag_replaces_the_api_keyword_in_the_notes() -> None:
+    error = errors.WeightsMismatch("1 tensor does not fit", None, ["skip_mismatched=True keeps"])
+    assert advise(error, "compile").diagnostics[0].notes == (
+        "pass --skip-mismatched to keep fresh weights for them (to fine-tune with a new head)",
+    )
+
+
 def test_a_plain_error_gets_no_advice() -> None:
     error = netdsl.NetError("plain")
     assert advise(error, "compile") is error
