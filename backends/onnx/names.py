@@ -43,7 +43,9 @@ def sequential(name: str, index: int, net: ShapedNet) -> str | None:
     module per netdsl layer (conv, bn, relu, pool; fc, relu, dropout), so a layer's place in
     its part is its index there. The adaptive average pool between the parts is the identity
     at 224x224 and is not a netdsl layer."""
-    flatten = next(i for i, node in enumerate(net.nodes) if node.op == "flatten")
+    flatten = next((i for i, node in enumerate(net.nodes) if node.op == "flatten"), None)
+    if flatten is None:
+        return None
     if index < flatten:
         return f"features.{index - 1}"  # node 0 is the input
     return f"classifier.{index - flatten - 1}"
@@ -121,8 +123,8 @@ TWINS: dict[str, str] = {
 
 def torchvision_map(net: ShapedNet, family: str | None = None) -> dict[str, str]:
     """torchvision state_dict key -> netdsl tensor name, for every weight of the net; empty
-    when the net has no twin. A layer the rule cannot place is an error (the net is not
-    built like its family)."""
+    when the net has no twin. A layer the rule cannot place (a net of that name built
+    otherwise) is left out: its tensors keep their fresh values, and the load report says so."""
     family = family or TWINS.get(net.name)
     if family is None:
         return {}
@@ -134,7 +136,7 @@ def torchvision_map(net: ShapedNet, family: str | None = None) -> dict[str, str]
             continue
         prefix = rule(node.name, index, net)
         if prefix is None:
-            raise NetError(f"layer {node.name} of {net.name} has no place in the '{family}' map")
+            continue
         for weight in node.weights:
             theirs = next(t for t, n in BN.items() if n == weight.name) if node.op == "bn" else None
             names[f"{prefix}.{theirs or weight.name}"] = f"{node.name}.{weight.name}"

@@ -340,3 +340,12 @@ def test_legacy_densenet_keys_and_other_nets(tmp_path: Path) -> None:
     assert (list(kept), where) == (["conv1.weight"], "'w.pth'")
     own = {"stem1.conv1.weight": np.ones(1), "conv1.weight": np.ones(1)}
     assert list(names.rename(netdsl.load("resnet18"), own)[0]) == list(own)
+    for text in OTHERS:  # nets of a twin's name built otherwise: no map, no error
+        other = netdsl.parse(text)
+        assert names.rename(other, {"conv1.weight": np.ones(1)})[1] == "the given tensors"
+
+
+OTHERS = (
+    "net resnet18(classes=10):\n    input 3x8x8\n    conv3x3(4) -> relu -> gap -> fc(classes)",
+    "net vgg16:\n    input 3x8x8\n    conv3x3(4) -> relu -> gap",
+)
