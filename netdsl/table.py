@@ -19,7 +19,7 @@ from netdsl.shapes import Node, ShapedNet
 from netdsl.summary import CONVENTIONS, check_line, rows, si, to_json
 
 HEADINGS = {"name": "layer", "rf": "RF/stride", "macs": "MACs", "memory": "memory (bytes)"}
-NUMERIC = {"params", "macs", "memory", "buffers", "flops"}
+NUMERIC = {"params", "macs", "memory", "buffers", "flops", "activations", "nodes"}
 
 
 @dataclass(frozen=True, slots=True)

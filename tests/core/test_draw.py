@@ -196,3 +196,17 @@ def test_quotes_in_names_cannot_break_the_text() -> None:
     assert draw._dot_quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
     assert draw._mermaid_quote('say "hi"') == '"say #quot;hi#quot;"'
     assert draw._dot_html(["<b>", "x & y", ""]) == "<<B>&lt;b&gt;</B><BR/>x &amp; y>"
+
+
+def test_command_line_draws_and_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from netdsl.cli import main
+
+    out = tmp_path / "r.mmd"
+    assert main(["draw", "resnet18", "-o", str(out), "--depth", "2"]) == 0
+    assert capsys.readouterr().out == f"wrote {out}: resnet18, 14 boxes (depth 2)\n"
+    assert parse_mermaid(out.read_text())[0] >= {"n0", "out"}
+    assert main(["draw", "lenet5", "-o", str(tmp_path / "l.pdf")]) == 1
+    assert "cannot draw to 'l.pdf'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["draw", "lenet5", "--depth", "0"])
+    assert usage.value.code == 2

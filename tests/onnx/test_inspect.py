@@ -162,3 +162,23 @@ def test_the_table_reads_as_text_markdown_and_json(tmp_path: Path) -> None:
     assert text.startswith("lenet5.onnx: graph lenet5, opset ai.onnx 17, from netdsl")
     assert "inputs: input Nx1x32x32" in text and "outputs: output Nx10" in text
     assert "conv1" in table.to_markdown() and table.to_dict()["totals"]["macs"] == 416_520
+
+
+def test_command_line_summarises_onnx_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from netdsl.cli import main
+
+    path = tmp_path / "lenet5.onnx"
+    onnx.save(to_onnx(netdsl.load("lenet5"), mode="inference"), path)
+    assert main(["summary", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("lenet5.onnx: graph lenet5")
+    assert main(["summary", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["macs"] == 416_520
+    text = tmp_path / "lenet5.net.onnx"
+    text.write_text("net a:\n  input 1x28x28\n  fc(10)\n")
+    assert main(["summary", str(text)]) == 1
+    err = capsys.readouterr().err
+    assert "is not an ONNX model: it starts with text" in err and "UnicodeDecodeError" not in err
