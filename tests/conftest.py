@@ -1,4 +1,8 @@
-"""Shared fixtures: writing `.net` files into a temporary folder."""
+"""Shared fixtures: writing `.net` files into a temporary folder; hypothesis's settings.
+
+Hypothesis keeps the inputs that made a test fail in tests/.hypothesis-db, a folder checked in
+with the repository, so a failure found anywhere replays first in every later run (and in CI).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+settings.register_profile(
+    "netdsl", database=DirectoryBasedExampleDatabase(Path(__file__).parent / ".hypothesis-db")
+)
+settings.load_profile("netdsl")
 
 WriteNet = Callable[..., Path]
 

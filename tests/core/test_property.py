@@ -10,7 +10,9 @@ nets near the limits and test_errors.py for integers of more than 4,300 digits).
 
 from __future__ import annotations
 
+import random
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netdsl
-from netdsl.source import SNIPPET_WIDTH
+from bench import fuzz_long
+from netdsl.source import MAX_SHOWN, SNIPPET_WIDTH
 
 ROOT = Path(__file__).resolve().parents[2]
 # (file name, text): a zoo file keeps its path, so that its imports resolve
@@ -40,6 +43,10 @@ OWN = [
         "-> lrn(3) -> gmp -> linear(2)\n",
         "net b:\n  input 64\n  fc(32) -> leakyrelu(0.1) -> bn -> tanh -> fc(4*2+1) -> softmax\n"
         "net c(k=3):\n  input 2x9x9\n  conv(4, k, 2, valid) -> conv1x1(k%2 + k/2 - 1)*(k-2)\n",
+        "input 16x32x32\nres[conv3x3(16) -> bn] -> {conv1x1(16) | maxpool3x3/1(p=1)}+ -> gap -> fc(4)",
+        "def se(c) = scale[gap -> fc(c/4) -> relu -> fc(c) -> sigmoid]\n"
+        "input 8x8x8\ndense[bn -> relu -> conv3x3(4)]*3 -> se(20) -> deconv4x4/2(3, p=1)\n",
+        "net a(n=2):\n  defaults conv.c=4\n  input 1x28x28\n  [conv5x5 -> pool]*n -> flatten -> fc(10)\n",
     ]
 ]
 SEEDS = ZOO + OWN
@@ -111,6 +118,11 @@ NUMBERS = [
     "-1",
     "-7",
     "0-3",
+    "100000",
+    "2147483647",
+    "1" + "0" * 400,
+    "1e400",
+    "NaN",
     "2147483648",
     "99999999999",
     "1" + "0" * 40,
@@ -119,14 +131,6 @@ NUMBERS = [
 ]
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:x\d+)*|->|\S")
 NUMBER = re.compile(r"\d+")
-# Characters that str.splitlines() takes for line breaks but lark does not. Until error snippets
-# count lines as lark does (see test_errors.py::test_a_snippet_shows_the_line_lark_counted),
-# generated texts have them turned into spaces, so that the render checks below stay strict.
-OTHER_BREAKS = str.maketrans(dict.fromkeys("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
-
-
-def without_other_breaks(text: str) -> str:
-    return text.replace("\r\n", "\n").translate(OTHER_BREAKS)
 
 
 @st.composite
@@ -149,7 +153,7 @@ def mutated(draw: st.DrawFn) -> tuple[str, str]:
                 m = draw(st.sampled_from(found))
                 new = draw(st.sampled_from(NUMBERS if kind == "number" else TOKENS))
                 text = text[: m.start()] + new + text[m.end() :]
-    return name, without_other_breaks(text)
+    return name, text
 
 
 def check_answer(text: str, name: str = "fuzz.net") -> None:
@@ -186,7 +190,10 @@ def check_render(error: netdsl.NetError) -> None:
     assert error.diagnostics
     for d in error.diagnostics:
         check_diagnostic(d)
-    assert error.render() == "\n".join(d.render() for d in error.diagnostics) == str(error)
+    shown = [d.render() for d in error.diagnostics[:MAX_SHOWN]]
+    if len(error.diagnostics) > MAX_SHOWN:
+        shown.append(f"… and {len(error.diagnostics) - MAX_SHOWN:,} more errors")
+    assert error.render() == "\n".join(shown) == str(error)
 
 
 def check_diagnostic(d: netdsl.Diagnostic) -> None:
@@ -245,7 +252,35 @@ def test_token_soup_gives_a_net_or_a_net_error(tokens: list[str]) -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.text(max_size=120))
 def test_any_text_gives_a_net_or_a_net_error(text: str) -> None:
-    check_answer(without_other_breaks(text))
+    check_answer(text)
+
+
+# ---- the grammar-aware generator of bench/fuzz_long.py: imports of real and hostile files,
+# boundary numbers, nested empty repetitions; every accepted net summarised -------------------
+
+_FOLDER = tempfile.TemporaryDirectory()
+fuzz_long.populate(Path(_FOLDER.name))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False))
+def test_generated_files_give_a_net_or_a_net_error(rng: random.Random) -> None:
+    text = fuzz_long.generate(rng)
+    start = time.perf_counter()
+    error = fuzz_long.check(text, Path(_FOLDER.name))
+    if error is not None:
+        check_render(error)
+    seconds = time.perf_counter() - start
+    assert seconds < 1.0, f"took {seconds:.2f} s"
+
+
+def test_a_span_always_renders_a_caret() -> None:
+    try:
+        netdsl.parse("input 3x8x8\nconv3x3(4) -> nope", "f.net")
+    except netdsl.NetError as error:
+        lines = error.render().splitlines()
+        assert lines[0].startswith("f.net:2:15: error:")
+        assert lines[2].strip() == "^^^^"
 
 
 def test_every_seed_is_a_valid_file() -> None:

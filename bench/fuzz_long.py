@@ -1,0 +1,358 @@
+"""A long fuzzing run of the front end: grammar-aware .net files and mutated zoo files.
+
+Outside CI (tests/core/test_property.py runs the same generator for a few hundred inputs under
+hypothesis). Each input is a folder of `.net` files: a main file written from the grammar (nets,
+definitions with parameters, defaults, repetitions with boundary counts, nested empty
+repetitions, comprehensions, residuals, branches, imports of real zoo files and of hostile
+paths) or a zoo file with mutations (numbers swapped for 0, -1, 100,000, 2^31, 10^400, NaN,
+tokens inserted, deleted, doubled). Every accepted net is summarised (table and JSON). An input
+fails if anything other than `NetError` escapes, or if it takes more than 1 s.
+
+    nice -n 10 .venv/bin/python -m bench.fuzz_long [--inputs 100000] [--seed 1] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import netdsl
+from netdsl import ops
+from netdsl.zoo import zoo_dir
+
+summary = importlib.import_module("netdsl.summary")  # `netdsl.summary` is also a function
+
+BOUNDARY = [
+    "0",
+    "-1",
+    "1",
+    "2",
+    "3",
+    "7",
+    "100000",
+    "2147483648",
+    "2147483647",
+    "1" + "0" * 400,
+    "NaN",
+    "nan",
+    "0.0",
+    "1e400",
+    "0.5",
+    "(0-1)",
+    "(2*3)",
+    "c",
+    "s",
+    "n",
+    "(c/0)",
+]
+OPS = sorted(ops.known_names())
+SHORT = [
+    "conv3x3",
+    "conv1x1",
+    "conv7x7/2",
+    "maxpool3x3/2",
+    "avgpool2x2",
+    "conv3x3/s",
+    "dwconv3x3",
+    "sepconv3x3",
+    "deconv2x2/2",
+    "conv1x5",
+    "maxpool",
+    "gap",
+    "flatten",
+]
+ZOO = sorted(p.name for p in zoo_dir().glob("*.net"))
+HOSTILE_IMPORTS = [
+    "/dev/zero",
+    "/proc/self/environ",
+    "../x.net",
+    "missing.net",
+    "main.net",
+    "sub/lib.net",
+    "lib.net",
+    "link.net",
+    "fifo.net",
+    "big.net",
+    "bin.net",
+]
+SLOW_S = 1.0
+
+
+class Writer:
+    """Random text from the grammar of docs/language.md, deliberately near its limits."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.defs: list[tuple[str, int]] = []
+        self.names = ["c", "s", "n"]
+
+    def number(self) -> str:
+        r = self.rng
+        return r.choice(BOUNDARY) if r.random() < 0.5 else str(r.choice([1, 2, 4, 8, 16, 64]))
+
+    def expr(self, depth: int = 0) -> str:
+        r = self.rng.random()
+        if depth > 2 or r < 0.5:
+            return self.number()
+        if r < 0.7:
+            op = self.rng.choice("+-*/%")
+            return f"{self.expr(depth + 1)}{op}{self.expr(depth + 1)}"
+        if r < 0.8:
+            return f"({self.expr(depth + 1)}, {self.expr(depth + 1)})"
+        if r < 0.9:
+            return self.rng.choice(["same", "valid", "true", "false", "full", '"x"'])
+        return f"-{self.expr(depth + 1)}"
+
+    def call(self) -> str:
+        r = self.rng
+        if self.defs and r.random() < 0.3:
+            name, arity = r.choice(self.defs)
+            args = [self.expr() for _ in range(r.choice([0, arity, arity + 1]))]
+            return f"{name}({', '.join(args)})" if args or r.random() < 0.5 else name
+        name = r.choice(SHORT) if r.random() < 0.4 else r.choice(OPS)
+        if r.random() < 0.4:
+            return name
+        args = []
+        for _ in range(r.randint(0, 3)):
+            key = r.choice(
+                [
+                    "",
+                    "",
+                    "c",
+                    "k",
+                    "s",
+                    "p",
+                    "d",
+                    "groups",
+                    "bias",
+                    "ceil",
+                    "n",
+                    "alpha",
+                    "output_padding",
+                    "stride",
+                ]
+            )
+            args.append(f"{key}={self.expr()}" if key else self.expr())
+        return f"{name}({', '.join(args)})"
+
+    def chain(self, depth: int = 0) -> str:
+        r = self.rng
+        terms = [self.term(depth) for _ in range(r.randint(1, 4))]
+        return " -> ".join(terms)
+
+    def term(self, depth: int) -> str:
+        r = self.rng.random()
+        if depth > 3 or r < 0.45:
+            return self.call()
+        inner = self.chain(depth + 1)
+        if r < 0.6:
+            return f"[{inner}]*{self.count()}"
+        if r < 0.65:  # nested empty repetitions
+            return f"[[{inner}*0]*{self.count()}]*{self.count()}"
+        if r < 0.72:
+            values = ", ".join(self.expr() for _ in range(self.rng.randint(0, 4)))
+            return f"[{inner}] for c in [{values}]"
+        if r < 0.8:
+            return f"res[{inner}]"
+        if r < 0.88:
+            arms = " | ".join(self.chain(depth + 1) for _ in range(self.rng.randint(2, 3)))
+            return "{" + arms + "}" + self.rng.choice(["", "+"])
+        if r < 0.94:
+            return f"dense[{inner}]"
+        return f"scale[{inner}]"
+
+    def count(self) -> str:
+        return self.rng.choice(["0", "1", "2", "3", "100000", "2147483648", "c", "(0-1)", "1000"])
+
+    def dims(self) -> str:
+        r = self.rng
+        parts = [r.choice(["3", "1", "0", "64", "100000", "2147483648", "8"]) for _ in range(3)]
+        return "x".join(parts[: r.choice([1, 3, 3, 3, 2, 4])])
+
+    def file(self) -> str:
+        r = self.rng
+        lines = []
+        for _ in range(r.randint(0, 2)):
+            lines.append(f'import "{r.choice(ZOO + HOSTILE_IMPORTS)}"')
+        for i in range(r.randint(0, 3)):
+            params = r.sample(self.names, r.randint(0, 2))
+            shown = ", ".join(p + (f"={self.expr()}" if r.random() < 0.5 else "") for p in params)
+            head = f"def d{i}({shown})" if params or r.random() < 0.5 else f"def d{i}"
+            lines.append(f"{head} = {self.chain()}")
+            self.defs.append((f"d{i}", len(params)))
+        if r.random() < 0.5:
+            lines.append(f"net n(c={self.expr()}):")
+            body = "  "
+        else:
+            body = ""
+        if r.random() < 0.3:
+            lines.append(
+                f"{body}defaults {r.choice(OPS)}.{r.choice(['c', 'p', 'k'])}={self.expr()}"
+            )
+        lines.append(f"{body}input {self.dims()}")
+        lines.append(body + self.chain())
+        return "\n".join(lines) + "\n"
+
+
+def mutate(rng: random.Random, text: str) -> str:
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randint(0, len(text))
+        kind = rng.choice(["number", "number", "delete", "insert", "double", "wrap"])
+        if kind == "number":
+            spots = [k for k, ch in enumerate(text) if ch.isdigit()]
+            if spots:
+                k = rng.choice(spots)
+                j = k
+                while j < len(text) and text[j].isdigit():
+                    j += 1
+                text = text[:k] + rng.choice(BOUNDARY) + text[j:]
+        elif kind == "delete":
+            text = text[:i] + text[i + rng.randint(1, 8) :]
+        elif kind == "insert":
+            text = (
+                text[:i]
+                + rng.choice(
+                    [
+                        "->",
+                        "*",
+                        "[",
+                        "]",
+                        "(",
+                        ")",
+                        ",",
+                        "\n",
+                        "{",
+                        "|",
+                        "*100000",
+                        "*0",
+                        "res[",
+                        "\r",
+                        "\x0c",
+                    ]
+                )
+                + text[i:]
+            )
+        elif kind == "double":
+            lines = text.split("\n")
+            k = rng.randrange(len(lines))
+            lines.insert(k, lines[k])
+            text = "\n".join(lines)
+        else:
+            lines = text.split("\n")
+            k = rng.randrange(len(lines))
+            if "->" in lines[k]:
+                lines[k] = lines[k].replace("->", "-> [", 1) + f"]*{rng.choice(['0', '100000'])}"
+            text = "\n".join(lines)
+    return text
+
+
+def populate(folder: Path) -> None:
+    """Real files the generated imports can reach, and hostile ones."""
+    for name in ZOO:
+        shutil.copy(zoo_dir() / name, folder / name)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "lib.net").write_text("def blk(c) = conv3x3(c) -> relu\n")
+    (folder / "lib.net").write_text('import "sub/lib.net"\ndef two(c) = blk(c) -> blk(c)\n')
+    (folder / "link.net").symlink_to("/etc/hostname")
+    (folder / "bin.net").write_bytes(b"\x00\xff\xfe" * 100)
+    with open(folder / "big.net", "wb") as f:
+        f.truncate(2 << 20)
+    os.mkfifo(folder / "fifo.net")
+
+
+def generate(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return Writer(rng).file()
+    return mutate(rng, (zoo_dir() / rng.choice(ZOO)).read_text("utf-8"))
+
+
+def check(text: str, folder: Path) -> netdsl.NetError | None:
+    """The NetError the input gets (rendered), or None once every net is summarised; anything
+    else escapes."""
+    main = folder / "main.net"
+    main.write_text(text, "utf-8")
+    try:
+        nets = netdsl.load_all(main)
+    except netdsl.NetError as error:
+        error.render()
+        return error
+    for net in nets:
+        summary.table(net)
+        json.dumps(summary.to_json(net))
+    return None
+
+
+def run(inputs: int, seed: int, report_every: int = 10000) -> dict[str, object]:
+    rng = random.Random(seed)
+    counts = {"ok": 0, "error": 0}
+    crashes: list[dict[str, str]] = []
+    slow: list[dict[str, object]] = []
+    worst = 0.0
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        populate(folder)
+        for n in range(1, inputs + 1):
+            text = generate(rng)
+            start = time.perf_counter()
+            try:
+                counts["ok" if check(text, folder) is None else "error"] += 1
+            except Exception as error:  # the point: anything but NetError is a finding
+                crashes.append(
+                    {
+                        "input": text[:2000],
+                        "error": f"{type(error).__name__}: {error}",
+                        "traceback": traceback.format_exc()[-2000:],
+                    }
+                )
+            took = time.perf_counter() - start
+            worst = max(worst, took)
+            if took > SLOW_S:
+                slow.append({"input": text[:2000], "seconds": round(took, 3)})
+            if n % report_every == 0:
+                print(
+                    f"{n:,} inputs, {len(crashes)} exceptions, {len(slow)} over 1 s, "
+                    f"worst {worst:.2f} s, {time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
+    return {
+        "inputs": inputs,
+        "seed": seed,
+        "accepted": counts["ok"],
+        "refused": counts["error"],
+        "exceptions": crashes,
+        "over_1s": slow,
+        "worst_seconds": round(worst, 3),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="write the figures and findings as JSON")
+    args = parser.parse_args()
+    netdsl.load("lenet5")  # warm: the parser tables load once per process
+    result = run(args.inputs, args.seed)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"{result['inputs']:,} inputs (seed {result['seed']}): {result['accepted']:,} accepted, "
+        f"{result['refused']:,} refused with NetError, {len(result['exceptions'])} other "  # type: ignore[arg-type]
+        f"exceptions, {len(result['over_1s'])} over 1 s, worst {result['worst_seconds']} s, "  # type: ignore[arg-type]
+        f"{result['wall_seconds']} s in all"
+    )
+    return 1 if result["exceptions"] or result["over_1s"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
