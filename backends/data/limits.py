@@ -33,7 +33,9 @@ def nbytes(shape: Iterable[int], itemsize: int) -> int:
 
 
 def size(n: int) -> str:
-    """A byte count as people read it: 1.5 GiB, 300 MiB, 12 KiB."""
+    """A byte count as people read it: 1.5 GiB, 300 MiB, 12 KiB (and 7.2e+16 TiB for a lie)."""
+    if n >= 2**50:
+        return f"{n / 2**40:.2g} TiB"
     for unit, scale in (("TiB", 2**40), ("GiB", GIB), ("MiB", MIB), ("KiB", 2**10)):
         if n >= scale:
             return f"{n / scale:,.1f} {unit}"
