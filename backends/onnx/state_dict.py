@@ -196,13 +196,14 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     where = str(path)
     try:
-        if zipfile.is_zipfile(path):
-            return _from_zip(path, where)
         with path.open("rb") as file:
-            head = file.read(2)
+            head = file.read(4)
             file.seek(0)
+            if head == b"PK\x03\x04":  # by its first bytes, as torch.load tells the formats
+                return _from_zip(path, where)
             if head[:1] != b"\x80":
-                raise NetError(f"'{where}' is not a PyTorch file (neither a zip nor a pickle)")
+                tar = " (PyTorch before 0.4 wrote tar files: re-save it)" if _tar(file) else ""
+                raise NetError(f"'{where}' is not a PyTorch file (neither a zip nor a pickle){tar}")
             return _from_legacy(file, path.stat().st_size, where)
     except OSError as error:
         raise NetError(f"cannot read weights '{where}': {error.strerror or error}") from None
@@ -211,6 +212,11 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         raise NetError(
             f"'{where}' is not a readable PyTorch file: {type(error).__name__} {reason}".strip()
         ) from None
+
+
+def _tar(file: IO[bytes]) -> bool:
+    file.seek(257)
+    return file.read(5) == b"ustar"
 
 
 def _from_zip(path: Path, where: str) -> dict[str, np.ndarray]:

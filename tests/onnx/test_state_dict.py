@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import subprocess
+import tarfile
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -191,6 +192,19 @@ def writes(data: bytes) -> Any:
     return lambda path: (path.write_bytes(data), path)[1]
 
 
+def tar_file(path: Path) -> Path:
+    (path.parent / "storages").write_bytes(bytes(8))
+    with tarfile.open(path, "w") as archive:
+        archive.add(path.parent / "storages", "storages")
+    return path
+
+
+def other_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes/hello.txt", "not weights")
+    return path
+
+
 def zip_bomb(path: Path) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
@@ -208,8 +222,12 @@ def zip_bomb(path: Path) -> Path:
         (writes(b""), "not a PyTorch file"),
         (writes(pickle.dumps({"a": 1}, protocol=2)), "no PyTorch magic"),
         (writes(b"\x80\x02K"), "not a readable PyTorch file"),
-        (lambda p: write_zip(p, {}).write_bytes(p.read_bytes()[:50]) and p, "not a PyTorch"),
-        (lambda p: zipfile.ZipFile(p, "w").close() or p, "not one written by torch.save"),
+        (
+            lambda p: write_zip(p, {}).write_bytes(p.read_bytes()[:50]) and p,
+            "not a readable PyTorch file: BadZipFile",
+        ),
+        (other_zip, "not one written by torch.save"),
+        (tar_file, "PyTorch before 0.4 wrote tar files"),
         (lambda p: p, "cannot read weights"),
     ],
     ids=[
@@ -220,6 +238,7 @@ def zip_bomb(path: Path) -> Path:
         "cut pickle",
         "cut zip",
         "no data.pkl",
+        "tar",
         "missing",
     ],
 )
