@@ -431,6 +431,71 @@ GOLDEN = [
             "                ^^^^^^^^^^",
         ),
     ),
+    # ---- more of the same kinds, once in test_messages.py
+    (
+        "unknown name, nothing near it",
+        "input 3x32x32\nconv3x3(width)\n",
+        lines(
+            "bad.net:2:9: error: unknown name 'width'",
+            "  conv3x3(width)",
+            "          ^^^^^",
+        ),
+    ),
+    (
+        "bad probability, alone",
+        "input 3x32x32\ndropout(1.5)\n",
+        lines(
+            "bad.net:2:9: error: dropout p: expected a probability in [0, 1), got 1.5",
+            "  dropout(1.5)",
+            "          ^^^",
+        ),
+    ),
+    (
+        "residual mismatch, channels and size",
+        "input 16x8x8\nres[conv3x3(16, p=valid) -> conv1x1(32)]\n",
+        lines(
+            "bad.net:2:1: error: residual add: the body gives 32x6x6 but its input is 16x8x8",
+            "  res[conv3x3(16, p=valid) -> conv1x1(32)]",
+            "  ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^",
+            "  note: a projection shortcut (1x1 conv, stride s) maps a size N to ceil(N/s): no stride turns 8x8 into 6x6",
+            "  note: write the shortcut yourself: res[body, shortcut=...]",
+        ),
+    ),
+    (
+        "concat mismatch (2)",
+        "input 16x8x8\n{conv3x3(8) | conv3x3/2(8)}\n",
+        lines(
+            "bad.net:2:1: error: cannot concatenate 8x8x8, 8x4x4: all but the channels must agree",
+            "  {conv3x3(8) | conv3x3/2(8)}",
+            "  ^^^^^^^^^^^^^^^^^^^^^^^^^^^",
+        ),
+    ),
+    (
+        "conv on a vector (2)",
+        "input 16x8x8\nflatten -> conv3x3(8)\n",
+        lines(
+            "bad.net:2:12: error: conv3x3 needs a CxHxW input, got a vector of 1024",
+            "  flatten -> conv3x3(8)",
+            "             ^^^^^^^^^^",
+            "  note: a flatten or fc earlier in the chain turned the image into a vector",
+        ),
+    ),
+    (
+        "three mistakes, names and layers",
+        "input 3x8x8\nrelux -> conv3x3(foo) -> fc(bar)\n",
+        lines(
+            "bad.net:2:1: error: unknown layer 'relux'",
+            "  relux -> conv3x3(foo) -> fc(bar)",
+            "  ^^^^^",
+            "  note: did you mean 'relu'?",
+            "bad.net:2:18: error: unknown name 'foo'",
+            "  relux -> conv3x3(foo) -> fc(bar)",
+            "                   ^^^",
+            "bad.net:2:29: error: unknown name 'bar'",
+            "  relux -> conv3x3(foo) -> fc(bar)",
+            "                              ^^^",
+        ),
+    ),
 ]
 
 
@@ -629,6 +694,15 @@ WARNINGS = [
             "  def down(c) = conv3x3(c, p=valid) -> maxpool",
             "                                       ^^^^^^^",
             "  note: in down(16), used at bad.net:3:2",
+        ),
+    ),
+    (
+        "the first layer of AlexNet",
+        "input 3x224x224\nconv11x11/4(96, p=valid)\n",
+        lines(
+            "bad.net:2:1: warning: conv11x11/4: stride floor((224 + 0 - 11)/4) + 1 = 54 leaves the last row and column of the input unused",
+            "  conv11x11/4(96, p=valid)",
+            "  ^^^^^^^^^^^^^^^^^^^^^^^^",
         ),
     ),
     ("only padding unread", "input 3x224x224\nconv7x7/2(64, p=3) -> maxpool3x3/2(p=1)\n", ""),

@@ -7,6 +7,7 @@ Shapes and parameter counts are worked out by hand for each row.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -209,6 +210,49 @@ SPELLINGS = [
         3 * 25 * 4 + 4,
     ),
     ("card line", CARD, (10,), 365_734),
+    # more spellings, each worked out by hand
+    ("spelled 1", "input 3x8x8\nrelu", (3, 8, 8), 0),
+    ("spelled 2", "# a comment\ninput 3x8x8  # here too\nrelu # and here", (3, 8, 8), 0),
+    ("spelled 3", "input 3x8x8\nconv3x3(4)\n-> relu\n  -> maxpool", (4, 4, 4), 112),
+    ("spelled 4", "input 3x8x8\nconv3x3(4) ->\nrelu", (4, 8, 8), 112),
+    ("spelled 5", "input 3x8x8\nconv(4, k=3, s=1, p=same, d=1, groups=1)", (4, 8, 8), 112),
+    ("spelled 6", "input 3x8x8\nconv3x3(4) -> conv1x1(2)", (2, 8, 8), 122),
+    ("spelled 7", "input 3x32x32\nconv5x5/s(4) for s in [2]", (4, 16, 16), 304),
+    ("spelled 8", "input 4x8x8\nmaxpool(k=2, s=2) -> avgpool -> pool", (4, 1, 1), 0),
+    ("spelled 9", "input 4x9x9\nmaxpool3x3/2 -> avgpool2x2/1", (4, 3, 3), 0),
+    ("spelled 10", "input 4x8x8\ngmp -> flatten", (4,), 0),
+    (
+        "spelled 11",
+        "input 4x2x2\nflatten -> linear(3) -> relu -> sigmoid -> tanh -> softmax",
+        (3,),
+        51,
+    ),
+    (
+        "spelled 12",
+        "input 4x4x4\nbn -> dropout(0.3) -> lrn(3) -> leakyrelu(0.2) -> identity",
+        (4, 4, 4),
+        8,
+    ),
+    ("spelled 13", "input 4x4x4\ndwconv3x3 -> sepconv3x3(8)", (8, 4, 4), 116),
+    ("spelled 14", "input 4x4x4\nres[conv3x3(4) -> bn]", (4, 4, 4), 152),
+    ("spelled 15", "input 4x8x8\nres[conv3x3/2(8, p=1) -> bn]", (8, 4, 4), 352),
+    ("spelled 16", "input 4x8x8\nres[conv3x3(4), shortcut=conv1x1(4)]", (4, 8, 8), 168),
+    ("spelled 17", "input 8x4x4\nscale[gap -> fc(8/4) -> relu -> fc(8) -> sigmoid]", (8, 4, 4), 42),
+    ("spelled 18", "input 3x8x8\n[conv3x3(c)*n] for (c, n) in [(4, 1), (8, 2)]", (8, 8, 8), 992),
+    (
+        "spelled 19",
+        "input 3x8x8\nconv1x1(4*2+1) -> conv1x1(17/2) -> conv1x1(17%5) -> conv1x1((3-1)*2)",
+        (4, 8, 8),
+        146,
+    ),
+    (
+        "spelled 20",
+        "net n(width=4, depth=2):\n  input 3x8x8\n  conv3x3(width)*depth",
+        (4, 8, 8),
+        260,
+    ),
+    ("spelled 21", "input 3x8x8\ndefaults conv.c=5, fc.n=7\nconv3x3 -> fc", (7,), 2387),
+    ("spelled 22", "input 3x8x8\nconv3x3 -> fc", (10,), 42762),
 ]
 
 
@@ -387,11 +431,15 @@ def test_import_reads_definitions_relative_to_the_file(write_net) -> None:  # ty
             "b.net:1:1: error: import cycle: a.net -> b.net -> a.net",
         ),
         (
+            {"main.net": 'import "a.net"\ninput 3x8x8\nrelu', "a.net": 'import "main.net"'},
+            "a.net:1:1: error: import cycle: main.net -> a.net -> main.net",
+        ),
+        (
             {"main.net": 'import "a.net"\ninput 3x8x8\nrelu', "a.net": "def x = relu ->\n"},
             "a.net:1:16: error: unexpected end of file",
         ),
     ],
-    ids=["missing", "self", "cycle", "broken"],
+    ids=["missing", "self", "cycle", "back to the top", "broken"],
 )
 def test_import_errors(write_net, files: dict[str, str], message: str) -> None:  # type: ignore[no-untyped-def]
     paths = [write_net(text, name) for name, text in files.items()]
@@ -488,6 +536,8 @@ LIMITS = [
         + "input 3x8x8\nd2999",
         "the net nests more than 150 levels deep",
     ),
+    ("square past the limit", "input 3x8x8\n[[conv1x1(4)]*400]*400", "more than 20,000 layers"),
+    ("locally connected", "input 3x8x8\nlocallyconnected(4)", "locally connected layers"),
     (
         "deep brackets",
         "input 3x8x8\n" + "[" * 150 + "relu" + "]" * 150,
@@ -521,3 +571,40 @@ def test_limits_are_refused_fast(text: str, message: str) -> None:
 def test_nested_repetitions_past_the_layer_limit_are_refused(text: str) -> None:
     rendered, _ = refusal(text)
     assert "the net expands to more than 20,000 layers" in rendered
+
+
+# ---- once in test_spellings.py
+
+
+def test_the_card_line_verbatim_with_its_defaults() -> None:
+    net = netdsl.parse("input 3x224x224\n[[conv3x3 -> relu]*2 -> pool]*5 -> fc*3\n")
+    assert net.output_shape == (10,)
+    assert net.defaults_used == ("conv.c=64 (10 layers)", "fc.n=10 (3 layers)")
+
+
+def test_projection_shortcut_is_inserted_and_said() -> None:
+    net = netdsl.parse("input 4x8x8\nres[conv3x3/2(8, p=1) -> bn]")
+    names = {n.name: n for n in net.nodes}
+    conv = names["shortcut1.conv"]
+    assert (conv.attrs["s"], conv.attrs["k"], conv.attrs["bias"]) == ((2, 2), (1, 1), False)
+    assert conv.note == "projection shortcut 4x8x8 -> 8x4x4"
+    assert "shortcut1.bn" in names
+
+
+def test_structural_names_of_zoo_nets() -> None:
+    names = {n.name for n in netdsl.load("resnet50").nodes}
+    assert {"stage2.bottleneck1.conv2", "stage2.bottleneck1.shortcut1.conv"} <= names
+    inception = {n.name for n in netdsl.load("googlenet").nodes}
+    assert any(n.startswith("inception1.branch1.b2.") for n in inception)
+
+
+def test_several_nets_and_imports(tmp_path: Path) -> None:
+    (tmp_path / "blocks.net").write_text("def blk(c) = conv3x3(c) -> relu\n")
+    (tmp_path / "main.net").write_text(
+        'import "blocks.net"\nnet a:\n input 3x8x8\n blk(4)\nnet b:\n input 3x8x8\n blk(6)\n'
+    )
+    assert [n.output_shape for n in netdsl.load_all(str(tmp_path / "main.net"))] == [
+        (4, 8, 8),
+        (6, 8, 8),
+    ]
+    assert netdsl.load(f"{tmp_path}/main.net:b").output_shape == (6, 8, 8)
