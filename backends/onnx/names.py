@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from netdsl.backends.onnx import weights as wt
 from netdsl.shapes import ShapedNet
 from netdsl.source import NetError
 
@@ -177,7 +178,5 @@ def given(
 ) -> tuple[dict[str, np.ndarray], str]:
     """`weights.given` (a .npz, .onnx or .pth file, or a mapping of arrays), then `rename` for
     this net: what the emitter and the training loop pass on to `weights.merge`."""
-    from netdsl.backends.onnx import weights as wt
-
     tensors, where = wt.given(weights)
     return rename(net, tensors, where)
