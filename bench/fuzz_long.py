@@ -290,13 +290,30 @@ def check(text: str, folder: Path) -> netdsl.NetError | None:
     return None
 
 
-def run(inputs: int, seed: int, report_every: int = 10000) -> dict[str, object]:
+def run(
+    inputs: int, seed: int, report_every: int = 2000, partial: Path | None = None
+) -> dict[str, object]:
+    """Fuzz `inputs` inputs; every `report_every` the figures so far are printed (and written to
+    `partial`), so an interrupted run still has figures."""
     rng = random.Random(seed)
     counts = {"ok": 0, "error": 0}
     crashes: list[dict[str, str]] = []
     slow: list[dict[str, object]] = []
     worst = 0.0
     started = time.perf_counter()
+
+    def figures(done: int) -> dict[str, object]:
+        return {
+            "inputs": done,
+            "seed": seed,
+            "accepted": counts["ok"],
+            "refused": counts["error"],
+            "exceptions": crashes,
+            "over_1s": slow,
+            "worst_seconds": round(worst, 3),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        }
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         populate(folder)
@@ -323,16 +340,9 @@ def run(inputs: int, seed: int, report_every: int = 10000) -> dict[str, object]:
                     f"worst {worst:.2f} s, {time.perf_counter() - started:.0f} s",
                     flush=True,
                 )
-    return {
-        "inputs": inputs,
-        "seed": seed,
-        "accepted": counts["ok"],
-        "refused": counts["error"],
-        "exceptions": crashes,
-        "over_1s": slow,
-        "worst_seconds": round(worst, 3),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
+                if partial is not None:
+                    partial.write_text(json.dumps(figures(n), indent=2) + "\n")
+    return figures(inputs)
 
 
 def main() -> int:
@@ -342,7 +352,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures and findings as JSON")
     args = parser.parse_args()
     netdsl.load("lenet5")  # warm: the parser tables load once per process
-    result = run(args.inputs, args.seed)
+    result = run(args.inputs, args.seed, partial=args.json)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(

@@ -152,7 +152,7 @@ class _Expander:
                 f"a repetition count must be a whole number >= 0, got {ops.show(value)}",
                 node.count.span,
             )
-        if value > MAX_LAYERS:
+        if value > MAX_LAYERS and self.estimate.least(node.body).layers:
             raise NetError(
                 f"repetition count {value:,} exceeds the limit of {MAX_LAYERS:,} layers per net",
                 node.count.span,

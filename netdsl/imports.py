@@ -34,12 +34,8 @@ def read_file(path: Path, span: Span | None = None, what: str = "") -> Source:
         fd = os.open(path, flags)
     except OSError as error:
         raise NetError(f"cannot read '{name}': {error.strerror or error}", span) from None
+    _check_opened(fd, name, span)
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())  # of what was opened, not of what the name meant before
-        if not stat.S_ISREG(info.st_mode):
-            raise NetError(f"cannot read '{name}': not a regular file", span)
-        if info.st_size > MAX_FILE_BYTES:
-            raise NetError(f"'{name}' is {info.st_size:,} bytes; the limit is 1 MiB", span)
         data = file.read(MAX_FILE_BYTES + 1)  # /proc files say 0 bytes and hold more
     if len(data) > MAX_FILE_BYTES:
         raise NetError(f"'{name}' is larger than the limit of 1 MiB", span)
@@ -50,6 +46,20 @@ def read_file(path: Path, span: Span | None = None, what: str = "") -> Source:
     if "\x00" in text:
         raise NetError(f"'{name}' is not a text file (it holds NUL bytes)", span)
     return Source(str(path), text)
+
+
+def _check_opened(fd: int, name: str, span: Span | None) -> None:
+    """The opened file (not what its name meant a moment before) is a regular file that fits
+    the limit; else the descriptor is closed and the file refused unread."""
+    info = os.fstat(fd)
+    problem = ""
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"cannot read '{name}': not a regular file"
+    elif info.st_size > MAX_FILE_BYTES:
+        problem = f"'{name}' is {info.st_size:,} bytes; the limit is 1 MiB"
+    if problem:
+        os.close(fd)
+        raise NetError(problem, span)
 
 
 class Loader:
