@@ -186,9 +186,14 @@ def _wanted(
     return expect is None or expect.get(name) == tuple(shape)
 
 
+class Unread(np.ndarray):
+    """A tensor of a weights file that was not read (its name or shape fits no tensor of the
+    net): the declared shape and dtype, no data (a zero-stride view of one zero)."""
+
+
 def _placeholder(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An array of `shape` that allocates nothing: reports read its shape, never its values."""
-    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+    return np.broadcast_to(np.zeros((), dtype=dtype), shape).view(Unread)
 
 
 def _read_npz(path: Path, expect: Mapping[str, tuple[int, ...]] | None) -> Params:
@@ -245,7 +250,7 @@ def given(
     `expect` as for `read` (pass `shapes(net)`)."""
     if isinstance(path, (str, Path)):
         return read(path, expect), f"'{path}'"
-    return {k: np.asarray(v) for k, v in path.items()}, "the given tensors"
+    return {k: np.asanyarray(v) for k, v in path.items()}, "the given tensors"
 
 
 def merge(
@@ -288,6 +293,11 @@ def merge(
         if name in wrong:
             continue
         value = tensors[name]
+        if isinstance(value, Unread):  # read with other expectations (renamed since?)
+            raise NetError(
+                f"{where}: tensor {name} was not read (only its shape was, for another net); "
+                "pass the file itself"
+            )
         if not np.issubdtype(value.dtype, np.floating):
             raise NetError(f"{where}: tensor {name} holds {value.dtype} values, not floats")
         merged[name] = value.astype(np.float32, copy=False)

@@ -303,3 +303,15 @@ if __name__ == "__main__":  # how long each refusal takes in-process
                 f"weights {label:32} exit {code}  {1e3 * (time.perf_counter() - start):7.1f} ms",
                 file=sys.stderr,
             )
+
+
+def test_unread_tensors_are_never_used_as_weights(tmp_path: Path) -> None:
+    """A tensor skipped when reading (its shape fits no tensor) keeps only its shape: merging it
+    under a name where it would fit is an error, never zeros loaded as weights."""
+    np.savez(tmp_path / "w.npz", big=np.ones((5, 16), np.float32), **{"fc1.bias": np.ones(4)})
+    tensors = wt.read(tmp_path / "w.npz", wt.shapes(netdsl.parse(NET)))
+    assert isinstance(tensors["big"], wt.Unread) and tensors["big"].shape == (5, 16)
+    np.testing.assert_array_equal(tensors["fc1.bias"], np.ones(4))
+    fresh = {"fc1.weight": np.zeros((5, 16), np.float32)}
+    with pytest.raises(NetError, match=r"tensor fc1\.weight was not read"):
+        wt.merge(fresh, {"fc1.weight": tensors["big"]})
