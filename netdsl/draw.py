@@ -1,5 +1,5 @@
-"""Shaped net -> a diagram: boxes and edges, written as Graphviz DOT or Mermaid text, and rendered
-to SVG or PNG by Graphviz's `dot` where it is installed.
+"""Shaped net -> a diagram (`diagram.Diagram`: boxes, edges, frames), and the diagram written
+as DOT or Mermaid text (`diagram.py`) or rendered to SVG or PNG by Graphviz's `dot`.
 
 A consumer at the end of the pipeline, like `summary.py`, whose depth grouping it shares: at
 `depth` N a box stands for every layer whose name begins with the same N parts, as a row does in
@@ -7,72 +7,36 @@ A consumer at the end of the pipeline, like `summary.py`, whose depth grouping i
 only follows one layer (bn, relu, dropout...) is written into that layer's box, so a
 conv -> bn -> relu reads as one box. Edges carry the shape that flows along them; an edge that
 leaves a box with another way out and lands on an add, concat or scale is a skip (residual,
-dense, squeeze-excitation) and is drawn dashed beside the main path. Boxes of one block sit in a
-labelled frame with the block's parameters. DOT and Mermaid are plain text and need nothing;
-rendering runs `dot` in a subprocess.
+dense, squeeze-excitation), drawn dashed beside the main path, which is the longest way from
+input to output and is drawn straight. Boxes of one block sit in a labelled frame with the
+block's parameters. Rendering runs `dot` in a subprocess; nothing else here needs Graphviz.
 """
 
 from __future__ import annotations
 
-import html
 import os
 import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
+from netdsl.diagram import MERGES, Box, Diagram, Edge, to_dot, to_mermaid
 from netdsl.rules import dims
 from netdsl.shapes import Node, ShapedNet
 from netdsl.source import NetError
 from netdsl.summary import si
 
+__all__ = ["Box", "Diagram", "Edge", "draw", "graphviz", "layout", "render", "to_dot", "to_mermaid"]
+
 FOLDED = {"bn", "relu", "leakyrelu", "sigmoid", "tanh", "softmax", "dropout", "identity", "lrn"}
-MERGES = {"add": "add", "concat": "concat", "mul": "scale"}
 TEXT = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid"}
 PICTURES = {".svg": "svg", ".png": "png"}
-COLOURS = {
-    "input": "#fff3b0",
-    "conv": "#d6e6f7",
-    "fc": "#fde0c5",
-    "pool": "#dcefd5",
-    "merge": "#eeeeee",
-    "block": "#e6def5",
-    "other": "#f7f7f7",
-}
 INSTALL = (
     "install Graphviz, which provides `dot`: apt-get install graphviz (Debian, Ubuntu), "
     "brew install graphviz (macOS) or conda install graphviz; .dot and .mmd files need nothing"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Box:
-    id: str
-    name: str  # the layer's or block's full name
-    detail: str  # what it does: "conv 3x3/2, 64 · bn · relu", or "2 conv · 2 bn · add"
-    params: int
-    kind: str  # a key of COLOURS
-    cluster: tuple[str, ...]  # the frames it sits in, outermost first
-    short: str = ""  # the name less what every box of its frame shares
-    spine: bool = False  # on the main path from input to output, drawn straight
-
-
-@dataclass(frozen=True, slots=True)
-class Edge:
-    src: str
-    dst: str
-    shape: str
-    skip: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Diagram:
-    title: str
-    boxes: tuple[Box, ...]
-    edges: tuple[Edge, ...]
-    frames: dict[str, int]  # frame name -> its parameters
 
 
 def layout(net: ShapedNet, depth: int | None = None) -> Diagram:
@@ -222,106 +186,7 @@ def _size(value: object) -> str:
     return str(parts[0]) if len(set(parts)) == 1 else "x".join(map(str, parts))
 
 
-def _label(box: Box) -> list[str]:
-    """The lines of a box: its name, what it does, its parameters."""
-    if box.kind == "input":
-        return [box.name, box.detail]
-    base = box.short.rsplit(".", 1)[-1].rstrip("0123456789")
-    if box.kind == "merge" and (base in MERGES or base in MERGES.values()):
-        return ["", box.detail]  # "add · relu" says it all; the frame says where
-    return [box.short, box.detail, f"{box.params:,} params" if box.params else ""]
-
-
 # ---- text -------------------------------------------------------------------------------------
-
-
-def to_dot(diagram: Diagram) -> str:
-    """Graphviz DOT, top to bottom."""
-    q = _dot_quote
-    out = [
-        "digraph net {",
-        f"  graph [rankdir=TB, nodesep=0.3, ranksep=0.28, fontname=Helvetica, fontsize=12, "
-        f"labelloc=t, label={q(diagram.title)}];",
-        '  node [shape=box, style="rounded,filled", fontname=Helvetica, fontsize=10, '
-        'margin="0.12,0.05", color="#555555"];',
-        '  edge [fontname=Helvetica, fontsize=8, color="#444444", arrowsize=0.6];',
-    ]
-    opened: list[str] = []
-    for box in diagram.boxes:
-        while opened and opened != list(box.cluster[: len(opened)]):
-            opened.pop()
-            out.append("  " * (len(opened) + 1) + "}")
-        for frame in box.cluster[len(opened) :]:
-            pad = "  " * (len(opened) + 1)
-            shown = frame.removeprefix(f"{opened[-1]}.") if opened else frame
-            label = f"{shown} · {diagram.frames[frame]:,} params"
-            out.append(f"{pad}subgraph {q('cluster_' + frame)} {{")
-            out.append(
-                f'{pad}  label={q(label)}; style="rounded,dashed"; color="#999999"; '
-                f"fontsize=10; labeljust=l;"
-            )
-            opened.append(frame)
-        shape = ", shape=ellipse" if box.kind == "merge" else ""
-        group = ", group=spine" if box.spine else ""
-        out.append(
-            "  " * (len(opened) + 1)
-            + f"{box.id} [label={_dot_html(_label(box))}, fillcolor={q(COLOURS[box.kind])}"
-            + f"{shape}{group}];"
-        )
-    out += ["  " * k + "}" for k in range(len(opened), 0, -1)]
-    for e in diagram.edges:
-        style = ', style=dashed, color="#8a8a8a"' if e.skip else ", weight=4"
-        label = "" if e.skip else f"label={q(' ' + e.shape)}"
-        out.append(f"  {e.src} -> {e.dst} [{label}{style}];".replace("[, ", "["))
-    out.append("}")
-    return "\n".join(out) + "\n"
-
-
-def _dot_html(lines: list[str]) -> str:
-    """A Graphviz HTML-like label: the name bold, the parameters small."""
-    name, detail, *rest = (html.escape(line, quote=False) for line in lines)
-    parts = [f"<B>{name}</B>"] if name else []
-    parts.append(detail)
-    parts += [f'<FONT POINT-SIZE="8">{r}</FONT>' for r in rest if r]
-    return "<" + "<BR/>".join(parts) + ">"
-
-
-def _dot_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def to_mermaid(diagram: Diagram) -> str:
-    """A Mermaid flowchart, top to bottom (GitHub and many Markdown viewers draw it)."""
-    q = _mermaid_quote
-    out = ["---", f"title: {q(diagram.title)}", "---", "flowchart TD"]
-    opened: list[str] = []
-    frame_ids = {f: f"f{k}" for k, f in enumerate(diagram.frames)}
-    for box in diagram.boxes:
-        while opened and opened != list(box.cluster[: len(opened)]):
-            opened.pop()
-            out.append("  " * (len(opened) + 1) + "end")
-        for frame in box.cluster[len(opened) :]:
-            shown = frame.removeprefix(f"{opened[-1]}.") if opened else frame
-            label = f"{shown} · {diagram.frames[frame]:,} params"
-            out.append("  " * (len(opened) + 1) + f"subgraph {frame_ids[frame]}[{q(label)}]")
-            opened.append(frame)
-        text = q("<br/>".join(line for line in _label(box) if line))
-        shape = f"(({text}))" if box.kind == "merge" else f"[{text}]"
-        out.append("  " * (len(opened) + 1) + f"{box.id}{shape}")
-    out += ["  " * k + "end" for k in range(len(opened), 0, -1)]
-    for e in diagram.edges:
-        out.append(f"  {e.src} -.-> {e.dst}" if e.skip else f"  {e.src} -->|{q(e.shape)}| {e.dst}")
-    for kind, colour in COLOURS.items():
-        out.append(f"  classDef {kind} fill:{colour},stroke:#555555")
-    for kind in COLOURS:
-        ids = [b.id for b in diagram.boxes if b.kind == kind]
-        if ids:
-            out.append(f"  class {','.join(ids)} {kind}")
-    return "\n".join(out) + "\n"
-
-
-def _mermaid_quote(text: str) -> str:
-    return '"' + text.replace('"', "#quot;") + '"'
 
 
 # ---- pictures ---------------------------------------------------------------------------------

@@ -148,11 +148,12 @@ def html(net: ShapedNet, depth: int | None = None) -> str:
     """What Jupyter shows for a net: its diagram as inline SVG (where Graphviz is installed)
     above its summary table."""
     from netdsl import draw
+    from netdsl.diagram import to_dot
 
     picture = ""
     if draw.graphviz() is not None:
         diagram = draw.layout(net, depth)
-        svg = draw.render(draw.to_dot(diagram), "svg").decode("utf-8")
+        svg = draw.render(to_dot(diagram), "svg").decode("utf-8")
         # a small net's picture is open; a large one's would push the table off the screen
         state = " open" if len(diagram.boxes) <= 40 else ""
         picture = f"<details{state}><summary>diagram</summary>{svg[svg.find('<svg') :]}</details>"

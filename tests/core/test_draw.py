@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import netdsl
-from netdsl import draw
+from netdsl import diagram, draw
 from netdsl.rules import dims
 
 DOT = shutil.which("dot")
@@ -193,9 +193,31 @@ def test_bad_destinations_are_net_errors(tmp_path: Path, file: str, message: str
 
 
 def test_quotes_in_names_cannot_break_the_text() -> None:
-    assert draw._dot_quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
-    assert draw._mermaid_quote('say "hi"') == '"say #quot;hi#quot;"'
-    assert draw._dot_html(["<b>", "x & y", ""]) == "<<B>&lt;b&gt;</B><BR/>x &amp; y>"
+    assert diagram._dot_quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    assert diagram._mermaid_quote('say "hi"') == '"say #quot;hi#quot;"'
+    assert diagram._dot_html(["<b>", "x & y", ""]) == "<<B>&lt;b&gt;</B><BR/>x &amp; y>"
+
+
+def test_each_frame_is_written_once_whatever_the_order_of_its_boxes() -> None:
+    box = diagram.Box
+    boxes = (
+        box("n0", "input", "3x8x8", 0, "input", ()),
+        box("n1", "a.x", "conv", 10, "conv", ("a",), "x"),
+        box("n2", "b.x", "conv", 20, "conv", ("b",), "x"),
+        box("n3", "a.y", "conv", 30, "conv", ("a",), "y"),
+    )
+    edges = tuple(diagram.Edge(f"n{i}", f"n{i + 1}", "8", False) for i in range(3))
+    d = diagram.Diagram("t", boxes, edges, {"a": 40, "b": 20})
+    dot = diagram.to_dot(d)
+    assert dot.count('subgraph "cluster_a"') == 1 and 'label="a · 40 params"' in dot
+    mermaid = diagram.to_mermaid(d)
+    assert mermaid.count("subgraph f0") == 1
+    assert parse_mermaid(mermaid)[2] == 0
+    if DOT is not None:
+        assert (
+            subprocess.run([DOT, "-Tcanon"], input=dot.encode(), capture_output=True).returncode
+            == 0
+        )
 
 
 def test_command_line_draws_and_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
