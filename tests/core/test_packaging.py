@@ -73,3 +73,77 @@ def test_installed_cli_checks_zoo_nets(installed: Path, tmp_path: Path) -> None:
     by_file = _run(netdsl, "check", copy, cwd=tmp_path)
     assert by_file.returncode == 0, by_file.stderr
     assert by_file.stdout.startswith("lenet5: 1x32x32 -> 10,")
+
+
+def test_wheel_ships_the_parser_tables(installed: Path) -> None:
+    python = installed / "bin" / "python"
+    code = (
+        "from importlib import resources; print(resources.files('netdsl.grammars')"
+        ".joinpath('net_tables.json').is_file())"
+    )
+    out = _run(python, "-c", code, cwd=installed)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+# ---- the parser's tables: shipped as data, never a pickle in the shared temp folder ----------
+
+
+def test_the_shipped_tables_parse_as_the_grammar_does() -> None:
+    """The tables match net.lark (after an edit of it, run `python -m netdsl.grammars.build`):
+    the stamp says so, and every zoo file and typical mistakes parse to the same trees and
+    the same errors as with tables built from the grammar now. (Lark numbers its states in a
+    different order in each process, so the tables themselves are not compared.)"""
+    import lark
+
+    from netdsl.parse import OPTIONS, _Newlines, _parser, grammar_hash, grammar_text
+
+    assert _parser().source_path == "<deserialized>"  # lark's mark of tables loaded, not built
+    built = lark.Lark(grammar_text(), postlex=_Newlines(), **OPTIONS)
+    texts = [p.read_text() for p in sorted((ROOT / "nets").glob("*.net"))] + [
+        "input 3x8x8\nconv(64 k=3)\n",
+        "input 3x8x8\nconv3x3(4) -> relu\nmaxpool\n",
+        "input 3x8x8\n[conv3x3(4) -> relu\n",
+        "def b(c) = -> relu\n",
+        "net n:\ninput 3x8x8\n",
+        "input 3x8x8\nrelu ->",
+    ]
+    for text in texts:
+        answers = []
+        for parser in (_parser(), built):
+            try:
+                answers.append(parser.parse(text))
+            except lark.exceptions.UnexpectedInput as error:
+                expected = sorted(getattr(error, "expected", None) or [])
+                answers.append((type(error), error.line, error.column, expected))
+        assert answers[0] == answers[1], text
+    assert grammar_hash(grammar_text()) in (ROOT / "grammars" / "net_tables.json").read_text()
+
+
+def test_the_parser_loads_the_shipped_tables() -> None:
+    import lark
+
+    from netdsl.parse import _parser, grammar_hash, grammar_text, shipped_tables
+
+    tables = shipped_tables()
+    assert tables["grammar_sha256"] == grammar_hash(grammar_text())
+    assert tables["lark_version"] == lark.__version__, "rebuild: python -m netdsl.grammars.build"
+    assert _parser().source_path == "<deserialized>"
+
+
+def test_checking_a_net_reads_and_writes_nothing_in_the_temp_folder(tmp_path: Path) -> None:
+    """lark's cache=True unpickles `.lark_cache_*` from the temp folder, where any local user can
+    plant one; netdsl neither reads nor writes there."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(temp), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "netdsl", "check", "lenet5"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(temp.iterdir()) == []
