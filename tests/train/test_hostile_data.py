@@ -462,3 +462,27 @@ if __name__ == "__main__":  # how long each refusal takes in-process
             code = main(["train", str(root / "net.net"), *args, *out, "--epochs", "1", "-q"])
             took = 1e3 * (time.perf_counter() - start)
             print(f"{label:32} exit {code}  {took:7.1f} ms", file=sys.stderr)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"batch": 16}, "these changed: batch 8 -> 16"),
+        ({"lr": 0.5}, "lr 0.1 -> 0.5"),
+        ({"seed": 3}, "seed 0 -> 3"),
+    ],
+)
+def test_resume_in_the_library_refuses_changed_settings(
+    finished: Path, tmp_path: Path, change: dict[str, object], fragment: str
+) -> None:
+    """The library checks what the command line also checks: a script cannot resume with
+    another batch size either."""
+    from netdsl.api import load
+    from netdsl.backends.train.loop import Config, train
+
+    run = tmp_path / "run"
+    shutil.copytree(finished / "run", run)
+    config = Config(**{"epochs": 2, "batch": 8, **change})  # type: ignore[arg-type]
+    d = data.load(f"npz:{finished / 'a.npz'}")
+    with pytest.raises(NetError, match=fragment):
+        train(load(str(finished / "net.net")), d, config, run, resume=True)
