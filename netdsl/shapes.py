@@ -209,6 +209,9 @@ class _Pass:
             repeated = [f for f in layer.trace if f.count]
             skip = repeated[-1] if history else None
             notes = [*error.notes, *history, *trace_notes(layer.trace, skip)]
+            if len(self.graph.input_shape) == 1:  # no image anywhere: the input line says why
+                vector = f"the net's input is a vector (input {dims(self.graph.input_shape)})"
+                notes = [vector if n.startswith("a flatten or fc") else n for n in notes]
             self.diagnostics.error(error.message, layer.span, notes)
             return None
         for text in out.warnings:

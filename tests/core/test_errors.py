@@ -539,12 +539,10 @@ CLEARER: list[tuple[str, ...]] = [
     (
         "conv on a vector input",
         "input 784\nconv3x3(4)\n",
-        "input",
+        "note: the net's input is a vector (input 784)",
         "a flatten or fc earlier",
         "the note blamed 'a flatten or fc earlier in the chain' when the net's own input is a "
         "vector",
-        "the note comes from the shape rules (rules.py), which do not know where a vector came "
-        "from",
     ),
     (
         "bare word for padding",
