@@ -50,6 +50,8 @@ def find(spec: str) -> tuple[Path, str | None]:
         return Path(path), name
     if Path(spec).is_file():
         return Path(spec), None
+    if Path(spec).exists():  # a device, a FIFO or a folder: never opened
+        raise NetError(f"cannot read '{spec}': not a regular file")
     by_name = {e.name: e for e in entries()}
     if spec in by_name:
         return by_name[spec].path, spec

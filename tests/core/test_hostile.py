@@ -107,7 +107,9 @@ def test_a_search_path_widens_what_imports_may_read(tree: Path) -> None:
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("/dev/zero", "no file or zoo net named"),
+        ("/dev/zero", "cannot read '/dev/zero': not a regular file"),
+        ("fifo.net", "not a regular file"),
+        ("folder.net", "not a regular file"),
         ("/proc/self/environ", "not a text file"),
         ("big.net", "the limit is 1 MiB"),
         ("binary.net", "not a UTF-8 text file"),
