@@ -121,6 +121,15 @@ def check(model: onnx.ModelProto, fmt: str, serving: Serving) -> None:
             f"preferred batch sizes must lie in 1..{serving.max_batch} (the largest batch), "
             f"not {', '.join(map(str, bad))}"
         )
+    mode = {p.key: p.value for p in model.metadata_props}.get("mode", "")
+    if mode.startswith("train"):
+        raise NetError(
+            f"the model '{model.graph.name}' is in training form: its batch norms would use "
+            "the statistics of each batch, so one request's answer would depend on the others "
+            "batched with it (and dropout would be on)",
+            None,
+            ["compile it in the inference form"],
+        )
     fixed = batch_dimension(model)
     if serving.max_batch and fixed is not None:
         raise NetError(

@@ -115,6 +115,12 @@ def test_fixed_batch_model_is_served_without_batching() -> None:
         config_text(fixed, "m", "onnx", Serving(max_batch=8))
 
 
+def test_a_training_form_model_is_not_served() -> None:
+    train = compile_net(netdsl.load("resnet18"), CompileOptions(mode="train"))
+    with pytest.raises(netdsl.NetError, match="is in training form"):
+        config_text(train, "m", "onnx", Serving())
+
+
 @pytest.mark.parametrize(
     ("fmt", "serving", "name", "message"),
     [
