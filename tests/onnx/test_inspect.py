@@ -182,3 +182,25 @@ def test_command_line_summarises_onnx_files(
     assert main(["summary", str(text)]) == 1
     err = capsys.readouterr().err
     assert "is not an ONNX model: it starts with text" in err and "UnicodeDecodeError" not in err
+
+
+def test_external_weights_are_counted_and_never_followed_out_of_the_folder(tmp_path: Path) -> None:
+    net = netdsl.load("lenet5")
+    path = tmp_path / "ext.onnx"
+    onnx.save(
+        to_onnx(net, mode="inference"),
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
+    assert summarise_onnx(path).totals["params"] == net.params
+    sneaky = onnx.load(str(path), load_external_data=False)
+    for tensor in sneaky.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../../etc/passwd"
+    onnx.save(sneaky, tmp_path / "sneaky.onnx")
+    with pytest.raises(netdsl.NetError, match="etc/passwd"):
+        summarise_onnx(tmp_path / "sneaky.onnx")
