@@ -99,7 +99,7 @@ def run(bomb: Bomb, folder: Path) -> tuple[float, int, str]:
         code = cli([bomb.command, str(target)])
     seconds = time.perf_counter() - start
     lines = err.getvalue().splitlines() or [""]
-    first = lines[0].replace(str(folder) + os.sep, "")
+    first = lines[0].replace(str(folder) + os.sep, "").replace(str(folder), "FOLDER")
     return seconds, code, first
 
 

@@ -22,7 +22,7 @@ from netdsl.evaluate import evaluate
 from netdsl.source import NetError
 
 MAX_LAYERS = 20_000  # layers in one expanded net (checking 20,000 convs takes about 1 s)
-MAX_STEPS = 250_000  # chain nodes visited while expanding one net, empty repetitions included
+MAX_STEPS = 100_000  # chain nodes visited while expanding one net, empty repetitions included
 MAX_DEPTH = 150  # chain nodes open at once: definitions in definitions, brackets, repetitions
 _CAP = 10**15  # bounds stay small integers however deep the text multiplies
 

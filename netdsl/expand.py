@@ -25,6 +25,7 @@ from netdsl.source import Diagnostics, NetError, Span
 
 MAX_DIM = 2**31 - 1
 MAX_TRACE = 8  # trace notes shown for one error; a deeper path is cut in the middle
+CHEAP_PASS = 1_000  # steps of a repetition's body small enough to run once before checking
 
 
 class OverBudget(NetError):
@@ -167,7 +168,11 @@ class _Expander:
         except NetError as error:
             self.diagnostics.extend(error)
             return x
-        self.afford(node, n, self.estimate.least(node.body), "at least", trace)
+        least = self.estimate.least(node.body)
+        # A cheap body runs once before the steps are checked, so that a mistake in it is
+        # reported (once) rather than drowned by the budget; the layers are checked at once.
+        cheap = least.steps <= CHEAP_PASS
+        self.afford(node, n, Cost(least.layers, 0) if cheap else least, "at least", trace)
         key = next(self.keys)
         for i in range(n):
             frame = Frame(f"repetition {i + 1} of {n}", node.span, key, i + 1, n)
@@ -330,9 +335,12 @@ class _Expander:
                 )
         least = self.estimate.body(definition.name)
         if least.layers > MAX_LAYERS - len(self.layers) or least.steps > MAX_STEPS - self.steps:
-            limit = f"more than {MAX_LAYERS:,} layers or {MAX_STEPS:,} steps"
+            if least.layers > MAX_LAYERS - len(self.layers):
+                limit = f"the net expands to more than {MAX_LAYERS:,} layers"
+            else:
+                limit = f"the net takes more than {MAX_STEPS:,} steps to expand"
             raise OverBudget(
-                f"the net expands to {limit}",
+                limit,
                 node.span,
                 [
                     f"'{definition.name}' alone adds at least {least.layers:,} layers in "
