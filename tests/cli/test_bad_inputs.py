@@ -94,7 +94,7 @@ CASES = [
     ("compile lenet5 --precision int8 --calib digits --calib-images 0", 2, "--calib-images"),
     ("compile lenet5 --set classes", 1, "--set takes NAME=VALUE"),
     ("compile {d}/afile", 1, "afile:1:1: error:"),
-    ("compile {d}/folder", 1, "no file or zoo net named"),
+    ("compile {d}/folder", 1, "{d}/folder"),
     # run
     ("run {d}/lenet.onnx --input {d}/none.npy", 1, "no such file"),
     ("run {d}/lenet.onnx --input {d}/folder", 1, "no such file"),
