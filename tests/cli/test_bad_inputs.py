@@ -5,7 +5,9 @@ model is emitted once, and written atomically."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +222,36 @@ def test_the_flag_replaces_the_api_keyword_in_the_notes() -> None:
     assert advise(error, "compile").diagnostics[0].notes == (
         "pass --skip-mismatched to keep fresh weights for them (to fine-tune with a new head)",
     )
+
+
+ROOT = Path(__file__).resolve().parents[2]
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+LIBRARY = sorted(
+    p
+    for p in [*(ROOT / "netdsl").glob("*.py"), *(ROOT / "backends").rglob("*.py")]
+    if p.name != "__main__.py"
+)
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(ROOT)))
+def test_library_strings_name_no_flag(path: Path) -> None:
+    """Every string in library code but docstrings: messages state facts, the CLI names flags."""
+    tree = ast.parse(path.read_text("utf-8"))
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    flags = [
+        f"line {node.lineno}: {flag}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+        for flag in FLAG.findall(node.value)
+    ]
+    assert not flags, f"library strings name command-line flags: {flags}"
 
 
 def test_a_plain_error_gets_no_advice() -> None:
