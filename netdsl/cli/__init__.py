@@ -88,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return OK
     except MemoryError:
+        # sizes are checked before the large allocations; this catches what slips past them
         print(
-            f"netdsl {args.command}: error: out of memory; try a smaller net, batch or dataset",
+            f"error: netdsl {args.command} ran out of memory\n"
+            "  note: try a smaller net, batch or dataset",
             file=sys.stderr,
         )
         return ERROR

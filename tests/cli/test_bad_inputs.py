@@ -279,6 +279,15 @@ def test_a_missing_module_names_its_extra(
     assert got == code and fragment in err
 
 
+def test_memory_running_out_is_an_error_not_a_bug(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(compiling, "compile_net", exhausted)
+    got, err = netdsl_main(["compile", "lenet5"], capsys)
+    assert (got, err.splitlines()[0]) == (1, "error: netdsl compile ran out of memory")
+
+
 # ---- compile: emitted once, written atomically ----------------------------------------------
 
 
