@@ -8,11 +8,12 @@ excluded), so a model compiled from a net agrees exactly with `netdsl summary NE
 the one `netdsl.summary(net)` returns (`netdsl.table.Table`).
 
 Conventions where an ONNX graph says more than a net: batch-norm mean and variance are buffers,
-not parameters (as in netdsl); integer initializers and quantisation scales and zero points are
-constants; a symbolic dimension in first place (the batch, `N`) counts as 1, so the figures are
-per image for a dynamic-batch model and per run for a fixed-batch one. onnx-tool counts Conv,
-Gemm and MatMul the same way; for ConvTranspose it multiplies the output volume by the kernel
-volume, which overcounts a strided one: here it is the input volume, as netdsl and PyTorch count.
+not parameters (as in netdsl); the quantised weights and biases of a QDQ model are parameters,
+its scales and zero points and any other integer initializer (shapes, axes) constants; a symbolic
+dimension in first place (the batch, `N`) counts as 1, so the figures are per image for a
+dynamic-batch model and per run for a fixed-batch one. onnx-tool counts Conv, Gemm and MatMul
+the same way; for ConvTranspose it multiplies the output volume by the kernel volume, which
+overcounts a strided one: here it is the input volume, as netdsl and PyTorch count.
 """
 
 from __future__ import annotations
@@ -29,14 +30,7 @@ from netdsl.source import NetError
 from netdsl.table import Table
 
 Dims = list[int | str]
-FLOATS = {
-    TensorProto.FLOAT,
-    TensorProto.FLOAT16,
-    TensorProto.BFLOAT16,
-    TensorProto.DOUBLE,
-    TensorProto.INT8,  # an int8 weight of a quantised model is still a learned weight
-    TensorProto.UINT8,
-}
+FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 BUFFERS = {"BatchNormalization": (3, 4)}  # running mean and variance
 CONSTANT_INPUTS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}  # scales, zero points
 
@@ -61,6 +55,8 @@ def summarise_onnx(path: str | Path) -> Table:
             size = math.prod(tensor.dims)
             if k in BUFFERS.get(node.op_type, ()):
                 buffers += size
+            elif node.op_type == "DequantizeLinear" and k == 0:
+                params += size  # a quantised weight (int8) or bias (int32) is still learned
             elif tensor.data_type in FLOATS and k not in CONSTANT_INPUTS.get(node.op_type, ()):
                 params += size
         rows.append(

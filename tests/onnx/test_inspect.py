@@ -117,6 +117,25 @@ def test_compiled_nets_agree_with_netdsl(tmp_path: Path, name: str, mode: str) -
 
 
 @pytest.mark.parametrize(
+    ("precision", "target"),
+    [("fp16", "onnxruntime"), ("int8", "onnxruntime"), ("int8", "tensorrt")],
+)
+def test_reduced_precision_models_count_the_same(
+    tmp_path: Path, precision: str, target: str
+) -> None:
+    from netdsl.backends.onnx.compile import Calibration, CompileOptions, compile_net
+
+    net = netdsl.load("lenet5")
+    calibration = Calibration("digits", "pad", 32) if precision == "int8" else None
+    options = CompileOptions(
+        mode="inference", precision=precision, calibration=calibration, int8_target=target
+    )  # type: ignore[arg-type]
+    onnx.save(compile_net(net, options), tmp_path / "m.onnx")
+    table = summarise_onnx(tmp_path / "m.onnx")
+    assert (table.totals["params"], table.totals["macs"]) == (net.params, net.macs)
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [
         (
