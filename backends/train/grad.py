@@ -227,9 +227,13 @@ def conv_transpose(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
     k, s, d, pads, group = _conv_attrs(g, node)
     out: Out = [None] * len(node.input)
     if want[0]:
-        out[0] = g.add(
-            "Conv", [dy, w], kernel_shape=k, strides=s, dilations=d, pads=pads, group=group
-        )
+        dx = g.add("Conv", [dy, w], kernel_shape=k, strides=s, dilations=d, pads=pads, group=group)
+        size = [int(v) for v in g.shape(x)[2:]]
+        ys = [int(v) for v in g.shape(node.output[0])[2:]]
+        got = [(ys[a] + pads[a] + pads[a + 2] - (k[a] - 1) * d[a] - 1) // s[a] + 1 for a in (0, 1)]
+        if got != size:  # output_padding >= stride (allowed below the dilation) added rows
+            dx = g.add("Slice", [dx, g.ints(0, 0), g.ints(*size), g.ints(2, 3)])
+        out[0] = dx
     if want[1]:
         y = g.shape(node.output[0])
         out[1] = conv_weight_grad(g, (dy, y), (x, g.shape(x)), g.shape(w), s, d, pads, group)

@@ -31,6 +31,8 @@ class Grad:
     shapes: dict[str, Shape]
     consts: dict[str, np.ndarray]
     nodes: list[onnx.NodeProto] = field(default_factory=list)
+    initializers: list[onnx.TensorProto] = field(default_factory=list)
+    renames: dict[str, str] = field(default_factory=dict)
     prefix: str = "grad"
     count: int = 0
     _shape_of: dict[str, str] = field(default_factory=dict)
@@ -51,8 +53,11 @@ class Grad:
         """A constant tensor (shared between rules when equal)."""
         array = np.asarray(value, dtype=dtype)
         key = (array.tobytes(), array.dtype.str, array.shape)
-        if key not in self._consts:
-            self._consts[key] = self.add("Constant", [], value=numpy_helper.from_array(array))
+        if key not in self._consts:  # initializers, not Constant nodes: fewer nodes to run
+            name = f"const/{len(self._consts)}"
+            self.initializers.append(numpy_helper.from_array(array, name))
+            self.shapes[name] = array.shape
+            self._consts[key] = name
         return self._consts[key]
 
     def ints(self, *values: int) -> str:
@@ -70,16 +75,46 @@ class Grad:
             self._shape_of[name] = self.add("Shape", [name])
         return self._shape_of[name]
 
+    def rename(self, tensor: str, name: str) -> str:
+        """Call a tensor built here `name` (a graph output) when `finish` runs: no copy."""
+        self.renames[tensor] = name
+        return name
+
+    def finish(self) -> list[onnx.NodeProto]:
+        """The nodes, with the renames applied (an Identity names a tensor built elsewhere)."""
+        built = {o for n in self.nodes for o in n.output}
+        for tensor, name in self.renames.items():
+            if tensor not in built:
+                self.nodes.append(helper.make_node("Identity", [tensor], [name], name=name))
+        moved = {t: n for t, n in self.renames.items() if t in built}
+        for node in self.nodes:
+            for names in (node.input, node.output):
+                for k, value in enumerate(names):
+                    if value in moved:
+                        names[k] = moved[value]
+        return self.nodes
+
     def like(self, dy: str, x: str) -> str:
         """`dy` reshaped to the shape of forward tensor `x`."""
         return self.add("Reshape", [dy, self.shape_of(x)])
 
     def count_of(self, big: str, small: str) -> str:
-        """How many elements of `big` each element of `small` stands for, as a float scalar."""
+        """How many elements of `big` each element of `small` stands for, as a float scalar:
+        a constant, times the batch size where `big` has the batch dimension and `small` not."""
         a, b = self.shapes[big], self.shapes[small]
-        if all(isinstance(d, int) for d in (*a, *b)):
-            ratio = int(np.prod([int(d) for d in a])) // max(int(np.prod([int(d) for d in b])), 1)
-            return self.const(float(ratio))
+        static = [int(np.prod([d for d in s if isinstance(d, int)])) for s in (a, b)]
+        symbols = [[d for d in s if isinstance(d, str)] for s in (a, b)]
+        ratio = self.const(float(static[0] // max(static[1], 1)))
+        if symbols[0] == symbols[1]:
+            return ratio
+        if len(symbols[0]) == 1 and not symbols[1] and a[0] == symbols[0][0]:
+            key = f"count:{a[0]}"
+            if key not in self._shape_of:  # the batch size, once per graph
+                first = self.add("Slice", [self.add("Shape", [big]), self.ints(0), self.ints(1)])
+                self._shape_of[key] = self.add("Cast", [first], to=TensorProto.FLOAT)
+            if f"{key}:{ratio}" not in self._shape_of:
+                self._shape_of[f"{key}:{ratio}"] = self.add("Mul", [self._shape_of[key], ratio])
+            return self._shape_of[f"{key}:{ratio}"]
         sizes = [
             self.add("Cast", [self.add("Size", [t])], to=TensorProto.FLOAT) for t in (big, small)
         ]

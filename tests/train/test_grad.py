@@ -318,7 +318,9 @@ def _model(
         for n, a in zip(wrt, arrays, strict=False)
     ]
     renames = [helper.make_node("Identity", [grads[n]], [f"d{n}"]) for n in wrt]
-    graph = helper.make_graph([*nodes, *g.nodes, *renames], "b", [*inputs, dy], outs)
+    graph = helper.make_graph(
+        [*nodes, *g.nodes, *renames], "b", [*inputs, dy], outs, g.initializers
+    )
     full = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     full.ir_version = 8
     return full, wrt
@@ -368,6 +370,7 @@ def test_dropout_passes_kept_values_scaled() -> None:
         "b",
         [*inputs, helper.make_tensor_value_info("dy", TensorProto.FLOAT, x.shape)],
         outs,
+        g.initializers,
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8

@@ -1,0 +1,268 @@
+"""Shaped net -> one ONNX model that is a whole training step: forward, loss, backward, update.
+
+The compiler's own training backend, beside `backends/onnx/emit.py` (whose emitters write the
+forward part) and before `native.py` (which runs the model). Design: the forward graph is the
+one the emitters write, and the backward graph is derived from it node by node by
+`reverse.backward` with the rules in `grad.GRADIENTS` (one per ONNX op type), so forward and
+backward cannot disagree and every net op is covered through the ONNX ops its emitter writes.
+Two ops take their training form: batch norm normalises with the batch's statistics (computed
+by ReduceMean nodes and fed to a BatchNormalization; they also update the running statistics
+by PyTorch's rule, unbiased variance); dropout multiplies by a mask fed as an input (0 or
+1/(1-p), drawn by the caller from a seeded generator, so runs are reproducible and resumable).
+A trailing softmax is folded into the loss, softmax cross-entropy from logits (with label
+smoothing). The optimizer (`update.py`) closes the graph. Everything is standard ONNX (opset
+17), so any onnxruntime, CPU or CUDA, trains the net, and Netron shows the whole step.
+
+Inputs: `input`, `labels` (int64), dropout masks, the parameters, the optimizer state
+(`<param>.<slot>`), the running statistics, `lr` (float) and `step` (int64, steps done).
+Outputs: `loss`, `correct` (int64), then `<name>.next` for each updated tensor, and optionally
+`input.grad`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from netdsl.backends.onnx import emit
+from netdsl.backends.onnx import weights as wt
+from netdsl.backends.train import graph as lowered
+from netdsl.backends.train.grad import GRADIENTS
+from netdsl.backends.train.reverse import Grad, backward, constants, shapes_of
+from netdsl.backends.train.update import Optimizer, scalars, update
+from netdsl.shapes import Node, ShapedNet
+from netdsl.source import NetError
+
+OPSET = 17
+LOGITS = "logits"
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    """The step model and how its tensors pair up: `updates` maps each input that the step
+    rewrites to the output holding its next value (so a runner can swap the two)."""
+
+    model: onnx.ModelProto
+    trainable: tuple[str, ...]
+    frozen: tuple[str, ...]
+    state: tuple[str, ...]
+    stats: tuple[lowered.BatchStats, ...]
+    masks: tuple[lowered.Mask, ...]
+    updates: dict[str, str] = field(default_factory=dict)
+    classes: int = 0
+    optimizer: Optimizer = field(default_factory=Optimizer)
+
+    def initial_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every tensor input but the batch, labels, masks, lr and step: the parameters and
+        running statistics from `params`, the optimizer state at zero."""
+        arrays = {n: np.ascontiguousarray(params[n], np.float32) for n in self.tensors()}
+        for name in self.state:
+            owner = name.rsplit(".", 1)[0]
+            arrays[name] = np.zeros_like(arrays[owner])
+        return arrays
+
+    def tensors(self) -> list[str]:
+        """Parameters and running statistics, in input order."""
+        return [*self.trainable, *self.frozen, *(t for s in self.stats for t in _running(s))]
+
+
+def to_training_step(
+    net: ShapedNet,
+    optimizer: Optimizer | str = "sgd",
+    *,
+    params: Mapping[str, np.ndarray] | None = None,
+    frozen: Iterable[str] = (),
+    frozen_stats: Iterable[str] = (),
+    label_smoothing: float = 0.0,
+    input_grad: bool = False,
+) -> TrainingStep:
+    """The training step of `net` (see the module's docstring). `params` gives the tensors'
+    shapes (fresh ones are drawn where None); `frozen` names parameters kept fixed,
+    `frozen_stats` running statistics kept fixed."""
+    opt = Optimizer(optimizer) if isinstance(optimizer, str) else optimizer
+    if not 0.0 <= label_smoothing < 1.0:
+        raise NetError(f"label smoothing must lie in [0, 1), got {label_smoothing}")
+    classes = _check(net)
+    params = dict(params) if params is not None else wt.initialise(net, "auto", 0)
+    frozen_set, fixed_stats = set(frozen), set(frozen_stats)
+    e = emit.Emitter(net, dict(params), "train")
+    table = {**emit.EMITTERS, "bn": _bn, "dropout": lowered.dropout}
+    for i, node in enumerate(net.nodes):
+        e.layer, e.index = node, i
+        xs = [e.tensors[j] for j in node.inputs]
+        if node.op == "input":
+            e.tensors.append("input")
+        elif node.op == "softmax" and i == net.output:
+            e.tensors.append(xs[0])  # folded into the loss
+        else:
+            e.tensors.append(table[node.op](e, node, xs))
+    logits = e.tensors[net.output]
+    stats = tuple(lowered._stats(n) for n in net.nodes if n.op == "bn")
+    masks = tuple(
+        lowered.Mask(n.name, f"{n.name}.mask", n.shape, float(n.attrs["p"]))
+        for n in net.nodes
+        if n.op == "dropout"
+    )
+    used = {name for n in e.nodes for name in n.input}
+    weights = [n for n in params if n in used]
+    trainable = tuple(n for n in weights if _is_trainable(net, n) and n not in frozen_set)
+    fixed = tuple(n for n in weights if n not in trainable and not _is_stat(n, stats))
+    if not trainable:
+        raise NetError(f"nothing of {net.name} is left to train")
+    inputs = [_value("input", TensorProto.FLOAT, ["N", *net.input_shape])]
+    inputs += [_value(m.input, TensorProto.FLOAT, ["N", *m.shape]) for m in masks]
+    inputs += [_value(n, TensorProto.FLOAT, params[n].shape) for n in (*trainable, *fixed)]
+    stat_inputs = [_value(t, TensorProto.FLOAT, [s.channels]) for s in stats for t in _running(s)]
+    forward = helper.make_graph(
+        e.nodes,
+        net.name,
+        [*inputs, *stat_inputs],
+        [_value(logits, TensorProto.FLOAT, ["N", classes])],
+    )
+    shapes = shapes_of(_model(forward))
+    g = Grad(shapes, constants(e.nodes))
+    labels = _value("labels", TensorProto.INT64, ["N"])
+    seed = _loss(g, logits, classes, label_smoothing)
+    wrt = [*trainable, *(["input"] if input_grad else [])]
+    grads = backward(g, e.nodes, {logits: seed}, wrt, GRADIENTS)
+    lr = _value("lr", TensorProto.FLOAT, [])
+    step_in = _value("step", TensorProto.INT64, [])
+    k = scalars(g, opt, "lr", "step")
+    outputs = [_value("loss", TensorProto.FLOAT, []), _value("correct", TensorProto.INT64, [])]
+    state_inputs, updates = [], {}
+    g.prefix = "update"
+    for name in trainable:
+        slots = [f"{name}.{s}" for s in opt.slots()]
+        state_inputs += slots
+        new, new_state = update(g, opt, name, grads[name], slots, k)
+        for old, value in zip([name, *slots], [new, *new_state], strict=True):
+            updates[old] = _output(g, value, f"{old}.next")
+            outputs.append(_value(updates[old], TensorProto.FLOAT, params[name].shape))
+    for s in stats:
+        for old, batch in zip(_running(s), (s.mean, s.var), strict=True):
+            if old in fixed_stats:
+                continue
+            updates[old] = _running_update(g, s, old, batch, shapes)
+            outputs.append(_value(updates[old], TensorProto.FLOAT, [s.channels]))
+    if input_grad:
+        outputs.append(
+            _value(_output(g, grads["input"], "input.grad"), TensorProto.FLOAT, shapes["input"])
+        )
+    state_values = [
+        _value(n, TensorProto.FLOAT, params[n.rsplit(".", 1)[0]].shape) for n in state_inputs
+    ]
+    graph = helper.make_graph(
+        [*e.nodes, *g.finish()],
+        f"{net.name}_training_step",
+        [inputs[0], labels, *inputs[1:], *state_values, *stat_inputs, lr, step_in],
+        outputs,
+        g.initializers,
+    )
+    return TrainingStep(
+        _model(graph),
+        trainable,
+        fixed,
+        tuple(state_inputs),
+        stats,
+        masks,
+        updates,
+        classes,
+        opt,
+    )
+
+
+def _check(net: ShapedNet) -> int:
+    out = net.nodes[net.output]
+    if len(out.shape) != 1 or out.shape[0] < 2:
+        raise NetError(
+            f"a training step needs a classifier: the output of {net.name} must be a "
+            f"vector of at least 2 class scores, got {'x'.join(map(str, out.shape))}",
+            out.span,
+        )
+    return out.shape[0]
+
+
+def _bn(e: emit.Emitter, node: Node, xs: list[str]) -> str:
+    """The batch's mean and biased variance per channel (`<bn>.batch_mean`, `.batch_var`, also
+    read by the running statistics' update), fed to a BatchNormalization in inference form:
+    the gradient reaches x through the statistics too. (Not ONNX's training mode: onnxruntime
+    writes that form's running statistics into its input buffers.)"""
+    n, axes = node.name, [0, 2, 3] if len(node.shape) > 1 else [0]
+    mean = e.add("ReduceMean", xs, [f"{n}.mu"], ".mu", axes=axes, keepdims=1)
+    centred = e.add("Sub", [xs[0], mean], [f"{n}.centred"], ".centred")
+    square = e.add("Mul", [centred, centred], [f"{n}.square"], ".square")
+    var = e.add("ReduceMean", [square], [f"{n}.sigma2"], ".sigma2", axes=axes, keepdims=1)
+    channels = e.const(".channels", np.array([node.shape[0]], dtype=np.int64))
+    e.add("Reshape", [mean, channels], [f"{n}.batch_mean"], ".batch_mean")
+    e.add("Reshape", [var, channels], [f"{n}.batch_var"], ".batch_var")
+    stats = [f"{n}.batch_mean", f"{n}.batch_var"]
+    inputs = [xs[0], e.weight("scale"), e.weight("bias"), *stats]
+    return e.add("BatchNormalization", inputs, epsilon=float(node.attrs["eps"]))
+
+
+def _loss(g: Grad, logits: str, classes: int, smoothing: float) -> str:
+    """Mean softmax cross-entropy against targets (1 - e) onehot + e/K as `loss`, the count of
+    right answers as `correct`; returns the gradient of the loss w.r.t. the logits,
+    (softmax - target) / N."""
+    g.prefix = "loss"
+    log_p = g.add("LogSoftmax", [logits], axis=1)
+    values = g.const([smoothing / classes, 1.0 - smoothing + smoothing / classes])
+    target = g.add("OneHot", ["labels", g.ints(classes), values], axis=1)
+    picked = g.add("ReduceSum", [g.add("Mul", [target, log_p]), g.ints(1)], keepdims=0)
+    g.add("Neg", [g.add("ReduceMean", [picked], keepdims=0)])
+    g.nodes[-1].output[0] = "loss"
+    hits = g.add("Equal", [g.add("ArgMax", [logits], axis=1, keepdims=0), "labels"])
+    g.add("ReduceSum", [g.add("Cast", [hits], to=TensorProto.INT64)], keepdims=0)
+    g.nodes[-1].output[0] = "correct"
+    size = g.add("Cast", [g.add("Shape", ["labels"])], to=TensorProto.FLOAT)
+    diff = g.add("Sub", [g.add("Exp", [log_p]), target])
+    return g.add("Div", [diff, size])
+
+
+def _running(s: lowered.BatchStats) -> tuple[str, str]:
+    return f"{s.layer}.mean", f"{s.layer}.var"
+
+
+def _is_stat(name: str, stats: tuple[lowered.BatchStats, ...]) -> bool:
+    return any(name in _running(s) for s in stats)
+
+
+def _is_trainable(net: ShapedNet, name: str) -> bool:
+    layer, weight = name.rsplit(".", 1)
+    return any(
+        n.name == layer and w.name == weight and w.trainable for n in net.nodes for w in n.weights
+    )
+
+
+def _running_update(
+    g: Grad, s: lowered.BatchStats, old: str, batch: str, shapes: dict[str, tuple[int | str, ...]]
+) -> str:
+    """PyTorch's running statistics: (1 - m) running + m batch, the variance made unbiased."""
+    if old.endswith(".var"):
+        count = g.count_of(f"{s.layer}.centred", batch)
+        minus = g.add("Max", [g.add("Sub", [count, g.const(1.0)]), g.const(1.0)])
+        batch = g.add("Mul", [batch, g.add("Div", [count, minus])])
+    kept = g.add("Mul", [old, g.const(1.0 - s.momentum)])
+    return _output(
+        g, g.add("Add", [kept, g.add("Mul", [batch, g.const(s.momentum)])]), f"{old}.next"
+    )
+
+
+def _output(g: Grad, tensor: str, name: str) -> str:
+    return g.rename(tensor, name)
+
+
+def _value(name: str, kind: int, shape: Iterable[int | str]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, kind, list(shape))
+
+
+def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="netdsl"
+    )
+    model.ir_version = emit.IR_VERSION
+    return model

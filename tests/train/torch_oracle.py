@@ -1,0 +1,134 @@
+"""An oracle for the training-step tests: netdsl's plain ONNX model, run by PyTorch.
+
+Interprets the model `to_onnx(net, mode="train")` writes (the form any ONNX user sees) op by op
+with torch.nn.functional, so that torch.autograd gives the gradients and F.batch_norm the running
+statistics that the compiler's training step must reproduce. Nothing of the backward rules is
+shared; dropout multiplies by the caller's masks (keyed by layer name) so both sides drop the
+same values. The trailing softmax is left out: the loss takes the logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
+
+T = torch.Tensor
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _pad(x: T, pads: list[int], value: float = 0.0) -> T:
+    return F.pad(x, (pads[1], pads[3], pads[0], pads[2]), value=value)
+
+
+def run(
+    model: onnx.ModelProto,
+    x: T,
+    params: dict[str, T],
+    running: dict[str, T],
+    masks: dict[str, T],
+) -> T:
+    """The logits of `model` (a netdsl train-mode model) on `x`; `running` statistics are
+    updated in place as PyTorch's batch norm does."""
+    env: dict[str, Any] = {"input": x, **params}
+    nodes = list(model.graph.node)
+    if nodes[-1].op_type == "Softmax" and nodes[-1].output[0] == "output":
+        nodes = nodes[:-1]
+    for node in nodes:
+        a, ins = _attrs(node), [env.get(i) if i else None for i in node.input]
+        env[node.output[0]] = _op(node, a, ins, running, masks)
+    last = nodes[-1].output[0]
+    return env[last]  # type: ignore[no-any-return]
+
+
+def _op(
+    node: onnx.NodeProto,
+    a: dict[str, Any],
+    ins: list[Any],
+    running: dict[str, T],
+    masks: dict[str, T],
+) -> Any:
+    op = node.op_type
+    x = ins[0] if ins else None
+    if op == "Constant":
+        return torch.from_numpy(numpy_helper.to_array(a["value"]).copy())
+    if op in ("Conv", "ConvTranspose"):
+        pads, s, d = a.get("pads", [0] * 4), a.get("strides", [1, 1]), a.get("dilations", [1, 1])
+        b = ins[2] if len(ins) > 2 else None
+        if op == "Conv":
+            return F.conv2d(_pad(x, pads), ins[1], b, s, 0, d, a.get("group", 1))
+        y = F.conv_transpose2d(
+            x, ins[1], b, s, 0, a.get("output_padding", [0, 0]), a.get("group", 1), d
+        )
+        return y[:, :, pads[0] : y.shape[2] - pads[2], pads[1] : y.shape[3] - pads[3]]
+    if op == "MaxPool":
+        pads = a.get("pads", [0] * 4)
+        return F.max_pool2d(_pad(x, pads, -np.inf), a["kernel_shape"], a.get("strides", 1))
+    if op == "AveragePool":
+        pads, k, s = a.get("pads", [0] * 4), a["kernel_shape"], a.get("strides", 1)
+        total = F.avg_pool2d(_pad(x, pads), k, s, divisor_override=1)
+        count = F.avg_pool2d(_pad(torch.ones_like(x), pads), k, s, divisor_override=1)
+        return total / count
+    if op == "GlobalAveragePool":
+        return x.mean((2, 3), keepdim=True)
+    if op == "GlobalMaxPool":
+        return F.adaptive_max_pool2d(x, 1)
+    if op == "Gemm":
+        w = ins[1].T if a.get("transB", 0) else ins[1]
+        return x @ w + (ins[2] if len(ins) > 2 else 0)
+    if op == "Flatten":
+        return x.flatten(1)
+    if op == "BatchNormalization":
+        layer = node.name
+        return F.batch_norm(
+            x,
+            running[f"{layer}.mean"],
+            running[f"{layer}.var"],
+            ins[1],
+            ins[2],
+            training=True,
+            momentum=1.0 - a.get("momentum", 0.9),
+            eps=a.get("epsilon", 1e-5),
+        )
+    if op == "Dropout":
+        return x * masks[node.name]
+    if op == "LRN":
+        size, alpha, beta, k = (
+            a["size"],
+            a.get("alpha", 1e-4),
+            a.get("beta", 0.75),
+            a.get("bias", 1.0),
+        )
+        sq = F.pad(x * x, (0, 0, 0, 0, (size - 1) // 2, size // 2))
+        window = sum(sq[:, i : i + x.shape[1]] for i in range(size))
+        return x / (k + alpha / size * window) ** beta
+    simple = {
+        "Relu": F.relu,
+        "Sigmoid": torch.sigmoid,
+        "Tanh": torch.tanh,
+        "Identity": lambda t: t,
+    }
+    if op in simple:
+        return simple[op](x)
+    if op == "LeakyRelu":
+        return F.leaky_relu(x, a.get("alpha", 0.01))
+    if op == "Softmax":
+        return F.softmax(x, a.get("axis", -1))
+    if op in ("Add", "Sum"):
+        return sum(ins[1:], ins[0])
+    if op == "Mul":
+        return ins[0] * ins[1]
+    if op == "Concat":
+        return torch.cat(ins, a["axis"])
+    if op == "Unsqueeze":
+        for axis in sorted(int(v) for v in ins[1]):
+            x = x.unsqueeze(axis)
+        return x
+    raise NotImplementedError(op)
