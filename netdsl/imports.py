@@ -32,8 +32,9 @@ def read_file(path: Path, span: Span | None = None, what: str = "") -> Source:
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
         fd = os.open(path, flags)
-    except OSError as error:
-        raise NetError(f"cannot read '{name}': {error.strerror or error}", span) from None
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise NetError(f"cannot read '{name}': {reason}", span) from None
     _check_opened(fd, name, span)
     with os.fdopen(fd, "rb") as file:
         data = file.read(MAX_FILE_BYTES + 1)  # /proc files say 0 bytes and hold more
@@ -117,17 +118,24 @@ class Loader:
     def resolve(self, imp: ast.Import, here: Path) -> Path:
         """The file an import names, if it may be read: a relative `.net` path that stays, with
         every symlink followed, inside the importing file's folder or a search-path folder."""
-        written = imp.path
-        if not written.endswith(".net"):
+        written = imp.path if len(imp.path) <= 80 else imp.path[:77] + "..."  # as shown
+        if not imp.path.isprintable():
+            raise NetError("an import path holds a control character", imp.span)
+        if not imp.path.endswith(".net"):
             raise NetError(f"import '{written}': only .net files can be imported", imp.span)
-        if os.path.isabs(written) or written.startswith("~"):
+        if os.path.isabs(imp.path) or imp.path.startswith("~"):
             raise NetError(
                 f"import '{written}': an import names a file relative to the importing file's "
                 "folder, not an absolute path",
                 imp.span,
             )
         for base in (here, *self.roots[1:]):
-            path = (base / written).resolve()
+            try:
+                path = (base / imp.path).resolve()
+                found = path.exists()
+            except OSError as error:  # a name too long for the file system, a loop of links
+                reason = error.strerror or type(error).__name__
+                raise NetError(f"import '{written}': {reason}", imp.span) from None
             if not any(path.is_relative_to(root) for root in self.roots):
                 folders = ", ".join(str(root) for root in self.roots)
                 raise NetError(
@@ -138,7 +146,7 @@ class Loader:
                         "path; a '..' or a symlink that leads out of them is refused"
                     ],
                 )
-            if path.exists():
+            if found:
                 return path
         folders = ", ".join(str(p) for p in (here.resolve(), *self.roots[1:]))
         raise NetError(f"import '{written}': no such file in {folders}", imp.span)

@@ -43,24 +43,35 @@ def entries() -> tuple[Entry, ...]:
     return tuple(found)
 
 
+def _probe(path: str) -> str:
+    """'file', 'other' (a device, a FIFO, a folder) or '' (nothing there, or no usable name)."""
+    try:
+        p = Path(path)
+        return "file" if p.is_file() else "other" if p.exists() else ""
+    except (OSError, ValueError):  # a name too long, or holding a NUL
+        return ""
+
+
 def find(spec: str) -> tuple[Path, str | None]:
     """Resolve a target to a file and, where one is named, a net in it."""
     path, _, name = spec.rpartition(":") if ":" in spec else (spec, "", "")
-    if name and Path(path).is_file():
+    if name and _probe(path) == "file":
         return Path(path), name
-    if Path(spec).is_file():
+    kind = _probe(spec)
+    if kind == "file":
         return Path(spec), None
-    if Path(spec).exists():  # a device, a FIFO or a folder: never opened
+    if kind == "other":  # never opened
         raise NetError(f"cannot read '{spec}': not a regular file")
     by_name = {e.name: e for e in entries()}
     if spec in by_name:
         return by_name[spec].path, spec
     stem = zoo_dir() / f"{spec}.net"
-    if stem.is_file():
+    if _probe(str(stem)) == "file":
         return stem, None
     if name and path in by_name:
         raise NetError(f"'{path}' is a zoo net, not a file")
     hint = did_you_mean(spec, list(by_name))
+    shown = "".join(c if c.isprintable() else "?" for c in spec[:200])
     raise NetError(
-        f"no file or zoo net named '{spec}'", None, [*hint, "`netdsl zoo` lists the zoo's nets"]
+        f"no file or zoo net named '{shown}'", None, [*hint, "`netdsl zoo` lists the zoo's nets"]
     )

@@ -46,6 +46,9 @@ ESCAPES = [
     ("nul bytes", "nul.net", "not a text file"),
     ("too big", "big.net", "the limit is 1 MiB"),
     ("folder", "folder.net", "not a regular file"),
+    ("control character", "a\x01.net", "an import path holds a control character"),
+    ("name too long", "a" * 5000 + ".net", "File name too long"),
+    ("path too long", "a/" * 3000 + "x.net", "File name too long"),
 ]
 
 
@@ -113,7 +116,10 @@ def test_a_search_path_widens_what_imports_may_read(tree: Path) -> None:
         ("/proc/self/environ", "not a text file"),
         ("big.net", "the limit is 1 MiB"),
         ("binary.net", "not a UTF-8 text file"),
+        ("/tmp/x\x00.net", "no file or zoo net named '/tmp/x?.net'"),
+        ("/" + "a" * 5000 + ".net", "no file or zoo net named"),
     ],
+    ids=["dev-zero", "fifo", "folder", "proc", "big", "binary", "nul", "too-long"],
 )
 def test_the_loaded_file_itself_is_checked_before_it_is_read(
     tree: Path, target: str, message: str
