@@ -48,8 +48,11 @@ def _identity(name: str, dtype: int, shape: list[int | str], inputs: int = 1) ->
 
 @pytest.fixture(scope="module")
 def d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return artefacts(tmp_path_factory.mktemp("bad"))
+
+
+def artefacts(d: Path) -> Path:
     """A folder of artefacts, good and bad."""
-    d = tmp_path_factory.mktemp("bad")
     lenet = netdsl.load("lenet5")
     onnx.save(to_onnx(lenet, mode="inference"), d / "lenet.onnx")
     onnx.save(to_onnx(lenet, mode="inference", batch=4), d / "fixed.onnx")
@@ -330,3 +333,23 @@ def test_a_failed_write_leaves_the_old_model_and_no_fragment(
     assert code == 1 and f"cannot write '{out}': No space left on device" in err
     assert out.read_bytes() == b"the old model"
     assert sorted(os.listdir(tmp_path)) == ["lenet.onnx"]
+
+
+if __name__ == "__main__":  # the table of these cases as a user sees them, for the docs
+    import contextlib
+    import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = artefacts(Path(tmp))
+        print("| command | exit | first line |\n|---|---|---|")
+        for argv, _, _ in CASES:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    code = main(argv.format(d=folder).split())
+                except SystemExit as done:
+                    code = int(done.code or 0)
+            lines = err.getvalue().splitlines()
+            line = (lines[-1] if code == 2 else lines[0]).replace(tmp, "DIR")
+            print(f"| `netdsl {argv.replace('{d}', 'DIR')}` | {code} | {line} |")
