@@ -234,7 +234,12 @@ def _default_out(name: str, resume: bool) -> Path:
     taken = [p for p in candidates if p.exists()]
     if resume:
         return taken[-1] if taken else candidates[0]
-    return next(p for p in candidates if not p.exists())
+    free = next((p for p in candidates if not p.exists()), None)
+    if free is None:
+        raise NetError(
+            f"runs/{name} to runs/{name}-999 are all taken", None, ["choose a folder with --out"]
+        )
+    return free
 
 
 def _check_resume(args: argparse.Namespace, out: Path, saved: Any) -> None:
