@@ -195,6 +195,16 @@ def test_bad_inputs_exit_1_or_2_with_one_clear_line(
     assert not (d / "r").exists()  # a refused run leaves no folder behind
 
 
+def test_train_says_when_every_default_run_folder_is_taken(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    for k in ["", *(f"-{k}" for k in range(2, 1000))]:
+        (tmp_path / "runs" / f"lenet5{k}").mkdir(parents=True)
+    code, err = netdsl_main(["train", "lenet5"], capsys)
+    assert code == 1 and "runs/lenet5 to runs/lenet5-999 are all taken" in err
+
+
 # ---- flag advice: the library states facts, the command line names the flag ----------------
 
 
