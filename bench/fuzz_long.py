@@ -83,6 +83,13 @@ HOSTILE_IMPORTS = [
     "fifo.net",
     "big.net",
     "bin.net",
+    "loop1.net",
+    "folder.net",
+    "a\x01.net",
+    "a" * 300 + ".net",
+    "a/" * 2100 + "x.net",
+    "sub/../lib.net",
+    "~/x.net",
 ]
 SLOW_S = 1.0  # CPU seconds
 KEPT = 100_000  # characters of a finding's input kept in the report
@@ -268,6 +275,9 @@ def populate(folder: Path) -> None:
     with open(folder / "big.net", "wb") as f:
         f.truncate(2 << 20)
     os.mkfifo(folder / "fifo.net")
+    (folder / "loop1.net").symlink_to(folder / "loop2.net")
+    (folder / "loop2.net").symlink_to(folder / "loop1.net")
+    (folder / "folder.net").mkdir()
 
 
 def generate(rng: random.Random) -> str:

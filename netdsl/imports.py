@@ -133,8 +133,8 @@ class Loader:
             try:
                 path = (base / imp.path).resolve()
                 found = path.exists()
-            except OSError as error:  # a name too long for the file system, a loop of links
-                reason = error.strerror or type(error).__name__
+            except (OSError, RuntimeError) as error:  # a name too long, a loop of symlinks
+                reason = getattr(error, "strerror", None) or "a loop of symlinks"
                 raise NetError(f"import '{written}': {reason}", imp.span) from None
             if not any(path.is_relative_to(root) for root in self.roots):
                 folders = ", ".join(str(root) for root in self.roots)

@@ -38,13 +38,14 @@ def mib(n_bytes: float) -> str:
 
 
 def _rf(node: Node) -> str:
-    h, w = node.rf_size
-    return f"{h}" if h == w else f"{h}x{w}"
+    # per spatial axis, once where they agree; a net whose input is a vector has none ("-")
+    sizes = [str(n) for n in node.rf_size]
+    return "-" if not sizes else sizes[0] if len(set(sizes)) == 1 else "x".join(sizes)
 
 
 def _stride(node: Node) -> str:
-    sh, sw = node.rf_stride
-    return f"{sh:g}" if sh == sw else f"{sh:g}x{sw:g}"
+    strides = [f"{s:g}" for s in node.rf_stride]
+    return "-" if not strides else strides[0] if len(set(strides)) == 1 else "x".join(strides)
 
 
 def check_line(net: ShapedNet) -> str:
