@@ -1,7 +1,8 @@
 """The `netdsl` command: the only place that knows about argv, flags, printing and exit codes.
 
 The outermost layer. `main` builds the parser from the command modules (`core`: check, summary,
-zoo; `deploy`: compile, engine; `run`: run, bench, compare; `train`: train), runs the chosen handler
+zoo; `deploy`: compile, engine; `run`: run, bench, compare; `train`: train; `share`: draw,
+export), runs the chosen handler
 and turns what it raises into an exit code:
 
     0  success (warnings included)
@@ -35,7 +36,7 @@ RANK = {"onnx": 0, "run": 1, "train": 2}  # each extra brings the modules of tho
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from netdsl.cli import core, deploy, run, train
+    from netdsl.cli import core, deploy, run, share, train
 
     parser = argparse.ArgumentParser(
         prog="netdsl",
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     deploy.register_engine(sub)
     run.register_compare(sub)
+    share.register(sub)
     return parser
 
 

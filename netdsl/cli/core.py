@@ -34,7 +34,9 @@ def register(sub: Any) -> None:
     check.set_defaults(func=cmd_check)
 
     summary = sub.add_parser("summary", help="the per-layer table papers print")
-    summary.add_argument("target", metavar="TARGET", help=options.TARGET)
+    summary.add_argument(
+        "target", metavar="TARGET", help=options.TARGET + ", or an .onnx file (any model)"
+    )
     summary.add_argument(
         "--depth",
         type=options.whole(1),
@@ -103,6 +105,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    if args.target.lower().endswith(".onnx"):  # any ONNX model, summarised per node
+        from netdsl.cli.share import cmd_summary_onnx
+
+        options.require("onnx", ("numpy", "onnx"), "netdsl summary of an .onnx file")
+        return cmd_summary_onnx(args)
     net = options.net(args.target, args.set)
     if args.json:
         print(json.dumps(to_json(net, args.depth), indent=2))

@@ -65,6 +65,8 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["compare", "lenet5"], "run"),
         (["train", "lenet5", "--epochs", "1"], "train"),
         (["check", "lenet5", "--target", "tensorrt"], "onnx"),
+        (["summary", "model.onnx"], "onnx"),
+        (["export", "triton", "lenet5", "-o", "repo"], "onnx"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else v,
 )
