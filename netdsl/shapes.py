@@ -89,8 +89,9 @@ class ShapedNet:
     output: int
     defaults_used: tuple[str, ...]
     warnings: tuple[Diagnostic, ...]
-    merged_paths: bool  # the receptive field took a maximum over several paths
+    merged_paths: bool  # paths with different receptive fields meet somewhere
     span: Span
+    wider_union: bool = False  # ... and their union is wider than each (offset windows)
 
     @property
     def output_shape(self) -> Shape:
@@ -155,6 +156,7 @@ class _Pass:
         self.diagnostics = Diagnostics()
         self.warnings: list[Diagnostic] = []
         self.merged = False
+        self.wider = False
         consumers: dict[int, list[int]] = {}
         for i, layer in enumerate(graph.layers):
             for j in layer.inputs:
@@ -186,6 +188,7 @@ class _Pass:
             tuple(self.warnings),
             self.merged,
             g.span,
+            self.wider,
         )
 
     def shape(self, i: int, layer: Layer) -> int | None:
@@ -268,7 +271,11 @@ class _Pass:
                 self.merged = True
             if math.prod(self.nodes[index].shape[1:]) == 1 < math.prod(shape[1:]):
                 other = Field(tuple(_broadcast(r) for r in other.reach), jump)
-            reach = tuple(a.union(b) for a, b in zip(reach, other.reach, strict=True))
+            joined = tuple(a.union(b) for a, b in zip(reach, other.reach, strict=True))
+            pairs = zip(joined, reach, other.reach, strict=True)
+            if any(u.size > max(a.size, b.size) for u, a, b in pairs):
+                self.wider = True
+            reach = joined
             jump = tuple(max(a, b) for a, b in zip(jump, other.jump, strict=True))
         if window is None:
             return Field(reach, jump)

@@ -137,6 +137,7 @@ def _totals(net: ShapedNet) -> list[str]:
     ]
     if rf is not None:
         merged = ", the largest over all paths" if net.merged_paths else ""
+        merged = ", the union of all paths" if net.wider_union else merged
         lines.append(
             f"receptive field: {_rf(rf)} pixels at {rf.name} (stride {_stride(rf)}{merged})"
         )

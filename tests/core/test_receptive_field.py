@@ -126,6 +126,29 @@ def test_the_transposed_convolution_of_the_issue_sees_9_pixels() -> None:
     assert check(net, axes=(1,)) > 100
 
 
+# (layers on a 2x24x24 input, the field by hand, what the summary's last line adds)
+BY_HAND = [
+    ("conv3x3(2) -> conv3x3/2(2) -> conv3x3(2)", 9, ""),
+    ("deconv4x4/2(2) -> conv3x3(2)", 3, ""),  # 3 inputs of the deconv, not 1 + 5/2 -> 4
+    ("deconv(2, k=2, s=4)", 1, ""),  # half the outputs see nothing: only the bias
+    ("{conv1x1(2) | conv5x5(2)}", 5, ", the largest over all paths"),
+    # windows offset against each other: the union (3) is wider than either path (2)
+    ("{conv2x2(2, p=(0, 0, 1, 1)) | conv2x2(2, p=(1, 1, 0, 0))}", 3, ", the union of all paths"),
+    ("res[conv3x3(2) -> conv3x3(2)]", 5, ", the largest over all paths"),
+]
+
+
+@pytest.mark.parametrize(("layers", "size", "note"), BY_HAND)
+def test_fields_by_hand_agree_with_the_emitted_model(layers: str, size: int, note: str) -> None:
+    from netdsl.summary import table
+
+    net = netdsl.parse(f"input 2x24x24\n{layers}", "h.net")
+    assert net.nodes[-1].rf_size == (size, size)
+    assert check(net) > 0
+    stride = net.nodes[-1].rf_stride[0]
+    assert table(net).splitlines()[-2].endswith(f"(stride {stride:g}{note})")
+
+
 def zoo_net(name: str, size: int) -> netdsl.ShapedNet:
     """A zoo net with its input made `size` x `size`, so the oracle runs in milliseconds."""
     path, _ = find(name)
@@ -161,6 +184,7 @@ LAYERS = [
     "deconv(2, k={k}, s={s}, d={d})",
     "res[conv{k}x{k}(2) -> relu]",
     "{{conv1x1(2) | conv{k}x{k}(2) | maxpool{k}x{k}/1(p=same)}}",
+    "{{conv2x2(2, p=(0, 0, 1, 1)) | conv{k}x{k2}(2, p=(1, 1, 0, 0))}}",
     "dwconv{k}x{k}/{s}",
     "sepconv{k}x{k}/{s}(2, d={d})",
     "scale[gap -> fc(2) -> sigmoid]",
