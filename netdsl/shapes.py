@@ -326,7 +326,7 @@ class _Pass:
             node = self.index.get(other.inputs[0]) if other.inputs else None
             if node is not None:
                 shape = self.nodes[node].shape
-                sizes[mine.index] = dims(shape[1:]) if len(shape) == 3 else dims(shape)
+                sizes[mine.index] = dims(shape[1:]) if len(shape) > 1 else dims(shape)
         if len(sizes) < 2:
             return []
         return [f"in {frame.text}; input sizes " + " → ".join(sizes[k] for k in sorted(sizes))]

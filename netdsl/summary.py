@@ -57,7 +57,7 @@ def check_line(net: ShapedNet) -> str:
 
 def spatial_rf(net: ShapedNet) -> Node | None:
     """The last node with a spatial output: the receptive field papers quote."""
-    spatial = [n for n in net.nodes if len(n.shape) == 3 and n.shape[1:] != (1, 1)]
+    spatial = [n for n in net.nodes if len(n.shape) > 1 and math.prod(n.shape[1:]) > 1]
     return spatial[-1] if spatial else None
 
 

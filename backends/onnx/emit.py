@@ -221,7 +221,8 @@ def concat(e: Emitter, node: Node, xs: list[str]) -> str:
 def mul(e: Emitter, node: Node, xs: list[str]) -> str:
     x, gate = xs
     if len(e.net.nodes[node.inputs[1]].shape) == 1:  # a (C,) gate broadcasts as (N, C, 1, 1)
-        axes = e.const(".axes", np.array([2, 3], dtype=np.int64))
+        spatial = range(2, 1 + len(node.shape))  # one axis per spatial axis of x
+        axes = e.const(".axes", np.array(list(spatial), dtype=np.int64))
         gate = e.add("Unsqueeze", [gate, axes], [f"{node.name}.gate"], ".unsqueeze")
     return e.add("Mul", [x, gate])
 
