@@ -90,7 +90,10 @@ def train(
         optimizer.load(state.optimizer)
         work = files.work_folder(out)
         try:
-            run = Run(net, data, config, out, state.params, work, say)
+            make: type[Run] = Run
+            if config.engine == "onnx":  # the compiler's own training step: native.py
+                from netdsl.backends.train.native import NativeRun as make
+            run = make(net, data, config, out, state.params, work, say)
             run.loop(optimizer, state)
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -46,6 +46,8 @@ class Config:
     freeze: tuple[str, ...] = ()  # fnmatch patterns of tensors kept fixed
     init_from: str | None = None
     skip_mismatched: bool = False
+    engine: str = "onnx"  # "onnx": the compiler's own training step (native.py); "ort-training"
+    device: str = "cpu"  # cpu or cuda (the onnx engine)
 
     def __post_init__(self) -> None:
         problem = next(_problems(self), None)
@@ -89,6 +91,8 @@ def _problems(c: Config) -> Iterator[str]:
         ("schedule", sgd.SCHEDULES),
         ("init", wt.INITS),
         ("fit", FITS),
+        ("engine", ("onnx", "ort-training")),
+        ("device", ("cpu", "cuda")),
     ):
         if getattr(c, name) not in allowed:
             yield f"{name} must be one of {', '.join(allowed)}, got {getattr(c, name)!r}"
