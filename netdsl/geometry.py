@@ -18,7 +18,7 @@ formula (`conv1x5/4 -> deconv1x8/4` sees 5 + 1*4 = 9 pixels, not 12).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 Num = int | Fraction  # a step is a fraction only after global pooling of an odd-sized map
@@ -27,14 +27,30 @@ Num = int | Fraction  # a step is a fraction only after global pooling of an odd
 @dataclass(frozen=True, slots=True)
 class Slide:
     """One axis of a sliding or transposed window: the output size, the explicit pads, the
-    formula shown in messages, the smallest input that gives one output, the unused tail."""
+    smallest input that gives one output, the unused tail, and what the formula shown in
+    messages is made of (written only when a message needs it)."""
 
     size: int
     begin: int
     end: int
-    formula: str
     need: int
-    dropped: int = 0
+    dropped: int
+    kind: str  # "floor" | "ceil" | "transposed"
+    n: int
+    k: int
+    s: int
+    d: int
+    padding: int  # begin + end, as written (before ceil mode's growth)
+    extra: int = 0  # output_padding
+    value: int = 0  # the formula's value (the size before clamping at 0)
+
+    @property
+    def formula(self) -> str:
+        keff = effective(self.k, self.d)
+        k = f"{keff}" if self.d == 1 else f"{keff} (k'=d(k-1)+1 with k={self.k}, d={self.d})"
+        if self.kind == "transposed":
+            return f"{self.s}*({self.n} - 1) + {k} - {self.padding} + {self.extra} = {self.value}"
+        return f"{self.kind}(({self.n} + {self.padding} - {k})/{self.s}) + 1 = {self.value}"
 
 
 def effective(k: int, d: int) -> int:
@@ -42,9 +58,8 @@ def effective(k: int, d: int) -> int:
     return d * (k - 1) + 1
 
 
-def _describe(k: int, d: int) -> str:
-    keff = effective(k, d)
-    return f"{keff}" if d == 1 else f"{keff} (k'=d(k-1)+1 with k={k}, d={d})"
+def _pads(pads: tuple[int, int] | str) -> tuple[int, int]:
+    return (0, 0) if isinstance(pads, str) else pads  # `valid`; `same` is decided by the caller
 
 
 def slide(n: int, k: int, s: int, d: int, pads: tuple[int, int] | str, ceil: bool) -> Slide:
@@ -55,26 +70,21 @@ def slide(n: int, k: int, s: int, d: int, pads: tuple[int, int] | str, ceil: boo
     or its begin padding."""
     keff = effective(k, d)
     if pads == "same":
-        m = -(-n // s)
-        total = max((m - 1) * s + keff - n, 0)
+        total = max((-(-n // s) - 1) * s + keff - n, 0)
         pb, pe = total // 2, total - total // 2
-    elif isinstance(pads, str):  # valid
-        pb, pe = 0, 0
     else:
-        pb, pe = pads
+        pb, pe = _pads(pads)
     span = n + pb + pe - keff
     if ceil:
         m = -(-span // s) + 1
         if m > 0 and (m - 1) * s >= n + pb:  # the last window must start inside
             m -= 1
-        formula = f"ceil(({n} + {pb + pe} - {_describe(k, d)})/{s}) + 1 = {m}"
         need = keff - pb - pe - s + 1  # ceil(span/s) + 1 >= 1 iff span > -s
         end = max(pe, (m - 1) * s + keff - n - pb) if m > 0 else pe
-        return Slide(max(m, 0), pb, end, formula, need)
+        return Slide(max(m, 0), pb, end, need, 0, "ceil", n, k, s, d, pb + pe, value=m)
     m = span // s + 1 if span >= 0 else 0
-    formula = f"floor(({n} + {pb + pe} - {_describe(k, d)})/{s}) + 1 = {m}"
-    dropped = span % s - pe if span >= 0 and pads != "same" else 0
-    return Slide(m, pb, pe, formula, keff - pb - pe, max(dropped, 0))
+    dropped = max(span % s - pe, 0) if span >= 0 and pads != "same" else 0
+    return Slide(m, pb, pe, keff - pb - pe, dropped, "floor", n, k, s, d, pb + pe, value=m)
 
 
 def transposed(n: int, k: int, s: int, d: int, pads: tuple[int, int] | str, extra: int) -> Slide:
@@ -84,15 +94,12 @@ def transposed(n: int, k: int, s: int, d: int, pads: tuple[int, int] | str, extr
     if pads == "same":
         total = s * (n - 1) + keff + extra - n * s
         pb, pe = total // 2, total - total // 2
-    elif isinstance(pads, str):  # valid
-        pb, pe = 0, 0
     else:
-        pb, pe = pads
+        pb, pe = _pads(pads)
     m = s * (n - 1) + keff - pb - pe + extra
-    formula = f"{s}*({n} - 1) + {_describe(k, d)} - {pb + pe} + {extra} = {m}"
     # s(N - 1) + k' - P + op >= 1  <=>  N >= 1 + ceil((P + 1 - k' - op)/s)
     need = 1 + -(-(pb + pe + 1 - keff - extra) // s)
-    return Slide(m, pb, pe, formula, need)
+    return Slide(m, pb, pe, need, 0, "transposed", n, k, s, d, pb + pe, extra, m)
 
 
 # ---- receptive fields ------------------------------------------------------------------------
@@ -108,17 +115,16 @@ class Reach:
     step: Num
     lo: tuple[Num, ...]
     hi: tuple[Num, ...]
+    size: int = field(init=False, repr=False, compare=False)  # input positions seen, at most
+
+    def __post_init__(self) -> None:
+        extents = (math.ceil(h - lo) + 1 for lo, h in zip(self.lo, self.hi, strict=True))
+        object.__setattr__(self, "size", max(extents, default=1))
 
     def at(self, o: int) -> tuple[Num, Num]:
         """The first and last input position output `o` sees (lo > hi: none)."""
         q, r = divmod(o, self.period)
         return self.lo[r] + q * self.step, self.hi[r] + q * self.step
-
-    @property
-    def size(self) -> int:
-        return max(
-            (math.ceil(h - lo) + 1 for lo, h in zip(self.lo, self.hi, strict=True)), default=1
-        )
 
     @property
     def stride(self) -> Fraction:
@@ -130,7 +136,7 @@ class Reach:
         than either)."""
         if self == other:
             return self
-        if self.stride != other.stride:
+        if self.step * other.period != other.step * self.period:  # different strides
             return max(self, other, key=lambda r: (r.size, r.stride))
         period = math.lcm(self.period, other.period)
         a, b = self.unroll(period), other.unroll(period)

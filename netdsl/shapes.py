@@ -265,6 +265,8 @@ class _Pass:
         """The union of what the inputs see (an input of one position, a gate, is broadcast:
         every output sees all of it), moved by the layer's window."""
         fields = [self.nodes[j].rf for j in ins]
+        if window is None and len(fields) == 1:  # activations, batch norms: the same field
+            return fields[0]
         reach, jump = fields[0].reach, fields[0].jump
         for index, other in zip(ins[1:], fields[1:], strict=True):
             if other.size != fields[0].size:
