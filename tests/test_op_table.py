@@ -105,16 +105,20 @@ def test_every_weight_has_an_initialiser(op: str) -> None:
 
 @pytest.mark.parametrize("op", ops.every_op())
 def test_a_training_rule_or_a_reasoned_refusal(op: str) -> None:
+    """onnxruntime-training's form (train/graph.py) trains the op or refuses it with a reason;
+    the native step (train/step.py, where it exists) has a gradient rule for every ONNX op type
+    the op's training forms are written in, and builds the whole step."""
     net, names = tiny(op)
+    classifier = netdsl.parse(NETS[op] + " -> fc(2)", f"{op}.net")
+    types = op_types(emit.to_onnx(net, mode="train"), names)
     refused = {node.op for node in net.nodes if node.name in names} & set(train_graph.REFUSED)
     if refused:
         assert all(len(train_graph.REFUSED[o]) > 20 for o in refused)  # says why
         with pytest.raises(netdsl.NetError, match="cannot train"):
             train_graph.check_trainable(net)
-        return
-    classifier = netdsl.parse(NETS[op] + " -> fc(2)", f"{op}.net")
-    form = train_graph.training_graph(classifier, weights.initialise(classifier))
-    types = op_types(form.model, names)
+    else:
+        form = train_graph.training_graph(classifier, weights.initialise(classifier))
+        types |= op_types(form.model, names)
     assert types or op in ("identity", "softmax")
     if not HAS_GRAD:
         pytest.skip("backends/train/grad.py (gradients per ONNX op type) does not exist yet")
@@ -122,6 +126,10 @@ def test_a_training_rule_or_a_reasoned_refusal(op: str) -> None:
 
     missing = {t for t in types if t not in grad.GRADIENTS and t not in grad.REFUSED}
     assert not missing, f"{op}: no gradient rule for {sorted(missing)}"
+    if importlib.util.find_spec("netdsl.backends.train.step") is not None:
+        from netdsl.backends.train.step import to_training_step
+
+        assert to_training_step(classifier).model.graph.node  # the backward walk covers it
 
 
 @pytest.mark.parametrize("op", ops.every_op())
