@@ -12,9 +12,12 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import pickle
 import shutil
+import signal
 import struct
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -486,3 +489,37 @@ def test_resume_in_the_library_refuses_changed_settings(
     d = data.load(f"npz:{finished / 'a.npz'}")
     with pytest.raises(NetError, match=fragment):
         train(load(str(finished / "net.net")), d, config, run, resume=True)
+
+
+def test_two_processes_on_one_folder(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real second process: while a run works in `--out`, another is refused naming it; once
+    the first is killed with SIGKILL, the next run takes its lock over and clears its scratch."""
+    run = tmp_path / "run"
+    args = ["train", str(finished / "net.net"), "--data", f"npz:{finished / 'a.npz'}", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "netdsl", *args, "--epochs", "500", "--out", str(run)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            if (run / files.LOCK).is_file() and (run / files.LOCK).read_text().strip():
+                break
+            time.sleep(0.02)
+        assert child.poll() is None, "the first run ended before the test could watch it"
+        assert main([*args, "--epochs", "1", "--out", str(run)]) == 1
+        assert f"in use by another training run (pid {child.pid} on " in capsys.readouterr().err
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    resume = ["--resume"] if (run / files.CHECKPOINT).exists() else []
+    loud = [a for a in args if a != "-q"]  # the notes are progress output
+    assert main([*loud, *resume, "--epochs", "1", "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"took over the lock of a run that ended without releasing it (pid {child.pid}" in err
+    assert not (run / files.WORK).exists()
