@@ -106,6 +106,10 @@ Optimizer = SGD | AdamW
 
 
 def make(name: str, *, momentum: float, weight_decay: float) -> Optimizer:
+    if not (math.isfinite(momentum) and 0 <= momentum < 1):
+        raise NetError(f"the momentum must be from 0 up to (not including) 1, got {momentum!r}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise NetError(f"the weight decay must be a finite number from 0, got {weight_decay!r}")
     if name == "sgd":
         return SGD(momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":
@@ -128,8 +132,12 @@ class Schedule:
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
             raise NetError(f"unknown schedule '{self.kind}' (choose {', '.join(SCHEDULES)})")
-        if self.step_size < 1 or self.gamma <= 0 or self.lr <= 0:
-            raise NetError("the learning rate, step size and gamma must be positive")
+        finite = all(math.isfinite(v) for v in (self.lr, self.gamma))
+        if not finite or self.step_size < 1 or self.gamma <= 0 or self.lr <= 0:
+            raise NetError(
+                "the learning rate, step size and gamma must be positive and finite, got "
+                f"{self.lr!r}, {self.step_size!r}, {self.gamma!r}"
+            )
 
     def at(self, epoch: int, step: int) -> float:
         if self.kind == "step":
