@@ -1,255 +1,36 @@
 """Shaped net -> ONNX model: the last stop of the pipeline.
 
-`emit` (and `to_onnx`, its model alone) walks the nodes of a `ShapedNet` in order and calls one
-emitter per op, looked up in `EMITTERS`, a table keyed by exactly the op names of
-`netdsl.rules.RULES` (tests/test_op_table.py checks that they agree). Emitters compute no geometry:
-pads, strides and kernels are the rules' resolved attributes. Names follow the net's structure: a
-layer's node and its output tensor carry the layer's name, its initializers are `layer.weight`,
-`layer.bias`, ...; the graph's input is `input` [N, C, H, W] and its output `output`. Every node's
-doc_string points at the `.net` text it came from, so a layer named in an onnxruntime error is
-found at once; `emit` also returns that map (ONNX node name -> `Span`), through which later stages
-report their problems as `Diagnostic`s. Weights come from `weights.py`.
+`emit` (and `to_onnx`, its model alone) walks the nodes of a `ShapedNet` in order and calls, for
+each, its op's emitter from `EMITTERS` (in `layers.py`, re-exported here), then assembles the
+graph: the input `input` [N, C, H, W], the output `output`, the initializers (`layer.weight`,
+`layer.bias`, ..., from `weights.py`, batch norms folded by `passes/fold_bn.py` on request) and
+the model's metadata. Names follow the net's structure, and every node's doc_string points at
+the `.net` text it came from, so a layer named in an onnxruntime error is found at once. `emit`
+also returns that map (ONNX node name -> `Span`), through which later stages report their
+problems as `Diagnostic`s; `locate` and `layer_spans` read it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from netdsl.backends.onnx import weights as wt
+from netdsl.backends.onnx.layers import EMITTERS as EMITTERS
+from netdsl.backends.onnx.layers import Emit as Emit
+from netdsl.backends.onnx.layers import Emitter as Emitter
 from netdsl.backends.passes import fold_bn as folding
-from netdsl.shapes import Node, ShapedNet
+from netdsl.shapes import ShapedNet
 from netdsl.source import NetError, Span
 
 IR_VERSION = 8  # onnxruntime 1.19 and TensorRT 10 read IR <= 10; opset 17 needs IR 8
 OPSETS = range(13, 18)  # Unsqueeze/Dropout take their axes and ratio as inputs from 13 on
 MODES = ("train", "inference")
-
-
-@dataclass
-class Emitter:
-    """The graph being built: nodes, initializers, and what each layer's output is called."""
-
-    net: ShapedNet
-    params: wt.Params
-    mode: str
-    folded: dict[int, int] = field(default_factory=dict)
-    nodes: list[onnx.NodeProto] = field(default_factory=list)
-    initializers: list[str] = field(default_factory=list)
-    tensors: list[str] = field(default_factory=list)  # net node index -> its output tensor
-    layer: Node | None = None
-    index: int = 0  # of the current layer
-    spans: dict[str, Span] = field(default_factory=dict)  # ONNX node name -> its layer's text
-
-    def add(
-        self,
-        op: str,
-        inputs: Sequence[str],
-        outputs: Sequence[str] | None = None,
-        suffix: str = "",
-        **attrs: Any,
-    ) -> str:
-        """Append an ONNX node for the current layer; return its first output."""
-        node = self.layer
-        assert node is not None
-        name = node.name + suffix
-        outputs = list(outputs or [name])
-        where = f"{node.span.where}: {node.span.source.line(node.span.line).strip()}"
-        folded = [self.net.nodes[i].name for i, j in self.folded.items() if j == self.index]
-        note = f"batch norm {folded[0]} folded in" if folded and op != "Constant" else ""
-        doc = "\n".join(filter(None, [where, node.note, note]))
-        self.spans[name] = node.span
-        self.nodes.append(
-            helper.make_node(op, list(inputs), outputs, name=name, doc_string=doc, **attrs)
-        )
-        return outputs[0]
-
-    def weight(self, name: str) -> str:
-        """The initializer `layer.name`, or "" where the layer has none by that name."""
-        assert self.layer is not None
-        full = f"{self.layer.name}.{name}"
-        if full not in self.params:
-            return ""
-        self.initializers.append(full)
-        return full
-
-    def const(self, suffix: str, value: np.ndarray) -> str:
-        return self.add("Constant", [], suffix=suffix, value=numpy_helper.from_array(value))
-
-
-Emit = Callable[[Emitter, Node, list[str]], str]
-
-
-# ---- one emitter per op, named after it; each returns the tensor holding the layer's output ---
-
-
-def conv(e: Emitter, node: Node, xs: list[str]) -> str:
-    a = node.attrs
-    inputs = [xs[0], e.weight("weight"), e.weight("bias")]
-    return e.add(
-        "Conv",
-        [t for t in inputs if t],
-        kernel_shape=list(a["k"]),
-        strides=list(a["s"]),
-        dilations=list(a["d"]),
-        pads=list(a["pads"]),
-        group=a["groups"],
-    )
-
-
-def deconv(e: Emitter, node: Node, xs: list[str]) -> str:
-    a = node.attrs
-    inputs = [xs[0], e.weight("weight"), e.weight("bias")]
-    return e.add(
-        "ConvTranspose",
-        [t for t in inputs if t],
-        kernel_shape=list(a["k"]),
-        strides=list(a["s"]),
-        dilations=list(a["d"]),
-        pads=list(a["pads"]),
-        output_padding=list(a["output_padding"]),
-        group=a["groups"],
-    )
-
-
-def maxpool(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("MaxPool", xs, **_pool(e, node))
-
-
-def avgpool(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("AveragePool", xs, **_pool(e, node), count_include_pad=0)
-
-
-def _pool(e: Emitter, node: Node) -> dict[str, Any]:
-    """The rule's pads already hold ceil mode's end padding (`rules.pool`), which gives
-    netdsl's (and PyTorch's) size where onnxruntime's and the reference evaluator's ceil_mode
-    would not; padding counts in neither pool."""
-    a = node.attrs
-    return {"kernel_shape": list(a["k"]), "strides": list(a["s"]), "pads": list(a["pads"])}
-
-
-def gap(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("GlobalAveragePool", xs)
-
-
-def gmp(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("GlobalMaxPool", xs)
-
-
-def fc(e: Emitter, node: Node, xs: list[str]) -> str:
-    x = xs[0]
-    if len(e.net.nodes[node.inputs[0]].shape) != 1:
-        x = e.add("Flatten", [x], [f"{node.name}.flat"], ".flatten", axis=1)
-    inputs = [x, e.weight("weight"), e.weight("bias")]
-    return e.add("Gemm", [t for t in inputs if t], transB=1)
-
-
-def flatten(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("Flatten", xs, axis=1)
-
-
-def relu(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("Relu", xs)
-
-
-def leakyrelu(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("LeakyRelu", xs, alpha=float(node.attrs["alpha"]))
-
-
-def sigmoid(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("Sigmoid", xs)
-
-
-def tanh(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("Tanh", xs)
-
-
-def softmax(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("Softmax", xs, axis=1)
-
-
-def identity(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("Identity", xs)
-
-
-def dropout(e: Emitter, node: Node, xs: list[str]) -> str:
-    if e.mode == "inference":
-        return xs[0]  # dropout is the identity at inference
-    ratio = e.const(".ratio", np.array(node.attrs["p"], dtype=np.float32))
-    training = e.const(".training_mode", np.array(True))
-    return e.add("Dropout", [xs[0], ratio, training])
-
-
-def bn(e: Emitter, node: Node, xs: list[str]) -> str:
-    if e.index in e.folded:
-        return xs[0]  # folded into the layer before it
-    inputs = [xs[0], *(e.weight(w) for w in ("scale", "bias", "mean", "var"))]
-    attrs = {"epsilon": float(node.attrs["eps"]), "momentum": 1.0 - node.attrs["momentum"]}
-    if e.mode == "inference":
-        return e.add("BatchNormalization", inputs, **attrs)
-    # ONNX's momentum weighs the running value (PyTorch's weighs the batch): 1 - m.
-    stats = [f"{node.name}.running_mean", f"{node.name}.running_var"]
-    return e.add("BatchNormalization", inputs, [node.name, *stats], training_mode=1, **attrs)
-
-
-def lrn(e: Emitter, node: Node, xs: list[str]) -> str:
-    a = node.attrs
-    return e.add(
-        "LRN",
-        xs,
-        size=a["size"],
-        alpha=float(a["alpha"]),
-        beta=float(a["beta"]),
-        bias=float(a["k"]),
-    )
-
-
-def add(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("Add" if len(xs) == 2 else "Sum", xs)
-
-
-def concat(e: Emitter, node: Node, xs: list[str]) -> str:
-    return e.add("Concat", xs, axis=1)
-
-
-def mul(e: Emitter, node: Node, xs: list[str]) -> str:
-    x, gate = xs
-    if len(e.net.nodes[node.inputs[1]].shape) == 1:  # a (C,) gate broadcasts as (N, C, 1, 1)
-        spatial = range(2, 1 + len(node.shape))  # one axis per spatial axis of x
-        axes = e.const(".axes", np.array(list(spatial), dtype=np.int64))
-        gate = e.add("Unsqueeze", [gate, axes], [f"{node.name}.gate"], ".unsqueeze")
-    return e.add("Mul", [x, gate])
-
-
-EMITTERS: dict[str, Emit] = {
-    "conv": conv,
-    "dwconv": conv,
-    "deconv": deconv,
-    "maxpool": maxpool,
-    "avgpool": avgpool,
-    "gap": gap,
-    "gmp": gmp,
-    "fc": fc,
-    "flatten": flatten,
-    "relu": relu,
-    "leakyrelu": leakyrelu,
-    "sigmoid": sigmoid,
-    "tanh": tanh,
-    "softmax": softmax,
-    "identity": identity,
-    "dropout": dropout,
-    "bn": bn,
-    "lrn": lrn,
-    "add": add,
-    "concat": concat,
-    "mul": mul,
-}
 
 
 # ---- the model -------------------------------------------------------------------------------
