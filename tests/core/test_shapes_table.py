@@ -437,3 +437,34 @@ def test_receptive_field(layers: str, rf: int) -> None:
 def test_receptive_field_through_global_pooling_covers_the_input() -> None:
     net = netdsl.parse("input 4x9x9\nconv3x3(4) -> gap\n")
     assert net.nodes[-1].rf_size == (3 + 8, 3 + 8)
+
+
+CEIL_ROWS = [row for row in SIZES if "ceil=true" in row[0]]
+
+
+@needs_torch
+@pytest.mark.parametrize(("layer", "dims", "shape", "pads"), CEIL_ROWS)
+def test_ceil_mode_as_emitted_computes_what_torch_does(
+    layer: str, dims: str, shape: tuple[int, ...], pads: Any
+) -> None:
+    """The emitted pool (floor mode over the rule's pads, which hold ceil mode's end padding)
+    gives PyTorch's ceil-mode values, padding counted in neither average."""
+    ort = pytest.importorskip("onnxruntime")
+    from netdsl.backends.onnx.emit import to_onnx
+
+    net = netdsl.parse(f"input {dims}\n{layer}\n")
+    x = torch.randn(
+        1, *(int(d) for d in dims.split("x")), generator=torch.Generator().manual_seed(0)
+    )
+    session = ort.InferenceSession(to_onnx(net, mode="inference").SerializeToString())
+    mine = session.run(None, {"input": x.numpy()})[0]
+    a = net.nodes[-1].attrs
+    begins = a["pads"][:2]
+    if net.nodes[-1].op == "maxpool":
+        theirs = F.max_pool2d(x, a["k"], a["s"], padding=begins, ceil_mode=True)
+    else:
+        theirs = F.avg_pool2d(
+            x, a["k"], a["s"], padding=begins, ceil_mode=True, count_include_pad=False
+        )
+    assert mine.shape == tuple(theirs.shape)
+    assert torch.allclose(torch.from_numpy(mine), theirs, atol=1e-6)
