@@ -174,9 +174,16 @@ def _ignored_counts(ignored: list[str]) -> str:
 
 
 def given(
-    net: ShapedNet, weights: str | Path | Mapping[str, np.ndarray]
+    net: ShapedNet,
+    weights: str | Path | Mapping[str, np.ndarray],
+    expect: Mapping[str, tuple[int, ...]] | None = None,
 ) -> tuple[dict[str, np.ndarray], str]:
     """`weights.given` (a .npz, .onnx or .pth file, or a mapping of arrays), then `rename` for
-    this net: what the emitter and the training loop pass on to `weights.merge`."""
-    tensors, where = wt.given(weights)
+    this net: what the emitter and the training loop pass on to `weights.merge`. `expect`
+    (`weights.shapes(net)`) also admits each tensor under its torchvision name, so a .npz or
+    .onnx file that keeps torchvision's names is read, not skipped."""
+    if expect is not None:
+        theirs = torchvision_map(net)
+        expect = {**expect, **{t: expect[n] for t, n in theirs.items() if n in expect}}
+    tensors, where = wt.given(weights, expect)
     return rename(net, tensors, where)
