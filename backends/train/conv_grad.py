@@ -20,6 +20,10 @@ from collections.abc import Sequence
 
 from netdsl.backends.train.reverse import Grad, Shape
 
+# How a convolution's weight gradient is written (groups > 1 always use "conv"): "conv", one
+# convolution over transposed tensors, or "im2col", a slice and a GEMM per kernel offset.
+LOWERING = "im2col"
+
 
 def output_padding(
     size: Sequence[int | str],
@@ -55,6 +59,8 @@ def conv_weight_grad(
     dy, gout_shape = gout
     h, w = (int(v) for v in inp_shape[2:])
     ho, wo = (int(v) for v in gout_shape[2:])
+    if group == 1 and LOWERING == "im2col":
+        return _im2col(g, x, dy, (co, cg, kh, kw), (ho, wo), s, d, pads)
     if group == 1:
         images = g.add("Transpose", [x], perm=[1, 0, 2, 3])  # [Ci, N, H, W]
         kernel = g.add("Transpose", [dy], perm=[1, 0, 2, 3])  # [Co, N, Ho, Wo]
@@ -81,3 +87,38 @@ def conv_weight_grad(
     if got != [kh, kw]:
         full = g.add("Slice", [full, g.ints(0, 0), g.ints(kh, kw), g.ints(2, 3)])
     return g.add("Transpose", [full], perm=[1, 0, 2, 3])
+
+
+def _im2col(
+    g: Grad,
+    x: str,
+    dy: str,
+    w_shape: tuple[int, int, int, int],
+    out: tuple[int, int],
+    s: Sequence[int],
+    d: Sequence[int],
+    pads: Sequence[int],
+) -> str:
+    """dW[:, :, i, j] = dY' @ X'(i, j)^T for each kernel offset (i, j), where dY' is the output
+    gradient as [Co, N*Ho*Wo] and X'(i, j) the strided window of the (transposed, padded) input
+    at that offset as [Ci, N*Ho*Wo]: one transpose of each, a slice per offset, and one GEMM
+    over all offsets stacked."""
+    co, ci, kh, kw = w_shape
+    ho, wo = out
+    images = g.add("Transpose", [x], perm=[1, 0, 2, 3])  # [Ci, N, H, W]
+    if any(pads):
+        images = g.add("Pad", [images, g.ints(0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3])])
+    grads = g.add("Reshape", [g.add("Transpose", [dy], perm=[1, 0, 2, 3]), g.ints(co, -1)])
+    columns = []
+    for i in range(kh):
+        for j in range(kw):
+            start = [i * d[0], j * d[1]]
+            stop = [start[0] + (ho - 1) * s[0] + 1, start[1] + (wo - 1) * s[1] + 1]
+            window = g.add(
+                "Slice", [images, g.ints(*start), g.ints(*stop), g.ints(2, 3), g.ints(*s)]
+            )
+            columns.append(g.add("Reshape", [window, g.ints(ci, -1)]))
+    patches = columns[0] if len(columns) == 1 else g.add("Concat", columns, axis=0)
+    flat = g.add("Gemm", [grads, patches], transB=1)  # [Co, kh*kw*Ci]
+    shaped = g.add("Reshape", [flat, g.ints(co, kh, kw, ci)])
+    return g.add("Transpose", [shaped], perm=[0, 3, 1, 2])

@@ -381,3 +381,13 @@ def test_dropout_passes_kept_values_scaled() -> None:
     assert 0.5 < mask.mean() < 0.9
     np.testing.assert_allclose(dx, want.numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(y, x * mask / np.float32(0.7), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(k for k, v in CASES.items() if v[0].startswith("Conv")))
+def test_other_weight_gradient_lowering(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The convolution-over-transposed-tensors lowering of the weight gradient, as exact."""
+    from netdsl.backends.train import conv_grad
+
+    other = "conv" if conv_grad.LOWERING == "im2col" else "im2col"
+    monkeypatch.setattr(conv_grad, "LOWERING", other)
+    test_rule_matches_autograd(case)
