@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from netdsl.backends.onnx import emit
 from netdsl.backends.onnx import weights as wt
@@ -79,10 +79,13 @@ def to_training_step(
     frozen_stats: Iterable[str] = (),
     label_smoothing: float = 0.0,
     input_grad: bool = False,
+    defaults: bool = False,
 ) -> TrainingStep:
     """The training step of `net` (see the module's docstring). `params` gives the tensors'
     shapes (fresh ones are drawn where None); `frozen` names parameters kept fixed,
-    `frozen_stats` running statistics kept fixed."""
+    `frozen_stats` running statistics kept fixed; `input_grad` adds the gradient w.r.t. the
+    input as the output `input.grad`; `defaults` stores `params` and a zero optimizer state in
+    the model as the default values of those inputs (a file that trains as it stands)."""
     opt = Optimizer(optimizer) if isinstance(optimizer, str) else optimizer
     if not 0.0 <= label_smoothing < 1.0:
         raise NetError(f"label smoothing must lie in [0, 1), got {label_smoothing}")
@@ -162,7 +165,7 @@ def to_training_step(
         outputs,
         g.initializers,
     )
-    return TrainingStep(
+    result = TrainingStep(
         _model(graph),
         trainable,
         fixed,
@@ -173,6 +176,10 @@ def to_training_step(
         classes,
         opt,
     )
+    if defaults:  # initializers named like inputs are those inputs' default values
+        for name, array in result.initial_state(params).items():
+            result.model.graph.initializer.append(numpy_helper.from_array(array, name))
+    return result
 
 
 def _check(net: ShapedNet) -> int:

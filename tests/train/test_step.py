@@ -230,12 +230,29 @@ def test_zoo_is_covered() -> None:
     assert every == set(ZOO) | set(SKIPPED)
 
 
-def test_model_is_valid_onnx() -> None:
-    step = to_training_step(netdsl.parse(NETS["bn_conv_fc"]), "adamw", input_grad=True)
+def test_model_is_valid_onnx_and_trains_as_it_stands() -> None:
+    """Standard ONNX only (checker with full_check, strict shape inference, no other domain);
+    with `defaults`, the weights and a zero optimizer state are in the file, so feeding only
+    the batch, labels, lr and step gives what feeding every tensor gives."""
+    net = netdsl.parse(NETS["bn_conv_fc"])
+    params = _params(net)
+    step = to_training_step(net, "adamw", params=params, input_grad=True, defaults=True)
     onnx.checker.check_model(step.model, full_check=True)
     onnx.shape_inference.infer_shapes(step.model, check_type=True, strict_mode=True)
     domains = {n.domain for n in step.model.graph.node}
     assert domains <= {""} and step.model.opset_import[0].version >= 17
+    sess = ort.InferenceSession(step.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(6)
+    batch = {
+        "input": rng.random((3, *net.input_shape), dtype=np.float32),
+        "labels": np.array([0, 2, 1]),
+        "lr": np.array(0.01, np.float32),
+        "step": np.array(3),
+    }
+    alone = sess.run(None, batch)
+    fed = sess.run(None, batch | step.initial_state(params))
+    for a, b in zip(alone, fed, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize(
