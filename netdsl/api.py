@@ -26,6 +26,7 @@ def _check(
     overrides: Mapping[str, Any] | None,
     every: bool,
     search_path: SearchPath,
+    input_shape: tuple[int, ...] | None = None,
 ) -> list[ShapedNet]:
     try:
         given = Path(source.name)
@@ -56,7 +57,7 @@ def _check(
         graphs = []
         for net in nets:
             try:
-                graphs.append(expand_net(net, defs, overrides))
+                graphs.append(expand_net(net, defs, overrides, input_shape))
             except NetError as error:
                 diagnostics.extend(error)
         diagnostics.raise_if_any()
@@ -96,11 +97,14 @@ def load(
     name: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     search_path: SearchPath = (),
+    input_shape: Sequence[int] | None = None,
 ) -> ShapedNet:
     """Load and check one net: a path, `path:net`, or a zoo net's name (`resnet50`). Imports
-    are read from the file's folder and the folders of `search_path`, nowhere else."""
+    are read from the file's folder and the folders of `search_path`, nowhere else.
+    `input_shape` (e.g. (3, 64, 64)) replaces the sizes of the net's input line."""
     path, picked = find(str(target))
-    return _check(read_file(path), name or picked, overrides, False, search_path)[0]
+    shape = None if input_shape is None else tuple(input_shape)
+    return _check(read_file(path), name or picked, overrides, False, search_path, shape)[0]
 
 
 def load_all(
@@ -108,7 +112,10 @@ def load_all(
     *,
     overrides: Mapping[str, Any] | None = None,
     search_path: SearchPath = (),
+    input_shape: Sequence[int] | None = None,
 ) -> list[ShapedNet]:
-    """Load and check every net of a file (or the one net a target names)."""
+    """Load and check every net of a file (or the one net a target names); `input_shape`
+    as for `load`."""
     path, picked = find(str(target))
-    return _check(read_file(path), picked, overrides, True, search_path)
+    shape = None if input_shape is None else tuple(input_shape)
+    return _check(read_file(path), picked, overrides, True, search_path, shape)

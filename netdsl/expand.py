@@ -476,9 +476,13 @@ def _takes_words(param: ops.Param) -> bool:
 
 
 def expand_net(
-    net: ast.Net, defs: Mapping[str, ast.Def], overrides: Mapping[str, Any] | None = None
+    net: ast.Net,
+    defs: Mapping[str, ast.Def],
+    overrides: Mapping[str, Any] | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> Graph:
-    """Expand one net into a graph, or raise `NetError` with every mistake found."""
+    """Expand one net into a graph, or raise `NetError` with every mistake found;
+    `input_shape` replaces the sizes of the input line (same rank)."""
     diagnostics = Diagnostics()
     overrides = dict(overrides or {})
     env: dict[str, Any] = {}
@@ -499,6 +503,16 @@ def expand_net(
     defaults = _defaults(net.body.defaults, env, diagnostics)
     dims = net.body.input.dims
     span = net.body.input.span
+    if input_shape is not None:  # another input size: the line's sizes replaced, rank kept
+        if len(input_shape) != len(dims):
+            given = "x".join(map(str, input_shape))
+            diagnostics.error(
+                f"input shape {given} has {len(input_shape)} dimension(s); "
+                f"{net.name or 'the net'}'s input line has {len(dims)}",
+                span,
+            )
+        else:
+            dims = tuple(input_shape)
     if len(dims) not in (1, 3):
         diagnostics.error(f"input takes C or CxHxW, got {len(dims)} dimensions", span)
     for d in dims:

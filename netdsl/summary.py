@@ -65,6 +65,8 @@ def spatial_rf(net: ShapedNet) -> Node | None:
 class Row:
     name: str
     op: str
+    kernel: str  # the layer's own window and step ("" for layers without one, and blocks)
+    stride: str
     output: str
     params: int
     macs: int
@@ -84,12 +86,15 @@ def rows(net: ShapedNet, depth: int | None = None) -> list[Row]:
         last = members[-1]
         if len(members) == 1 and key == last.name:
             op, note = last.op, last.note
+            kernel, stride = _window(last, "k"), _window(last, "s")
         else:
-            op, note = f"{len(members)} layers", ""
+            op, note, kernel, stride = f"{len(members)} layers", "", "", ""
         out.append(
             Row(
                 key,
                 op,
+                kernel,
+                stride,
                 dims(last.shape),
                 sum(m.params for m in members),
                 sum(m.macs for m in members),
@@ -101,14 +106,30 @@ def rows(net: ShapedNet, depth: int | None = None) -> list[Row]:
     return out
 
 
+def _window(node: Node, key: str) -> str:
+    value = node.attrs.get(key)
+    return "x".join(map(str, value)) if isinstance(value, tuple) else ""
+
+
 def table(net: ShapedNet, depth: int | None = None) -> str:
     body = rows(net, depth)
-    header = ("layer", "op", "output", "params", "MACs", "RF/stride", "memory")
+    header = ("layer", "op", "kernel", "stride", "output", "params", "MACs", "RF/stride", "memory")
     cells = [
-        (r.name, r.op, r.output, f"{r.params:,}", f"{r.macs:,}", r.rf, mib(r.memory)) for r in body
+        (
+            r.name,
+            r.op,
+            r.kernel,
+            r.stride,
+            r.output,
+            f"{r.params:,}",
+            f"{r.macs:,}",
+            r.rf,
+            mib(r.memory),
+        )
+        for r in body
     ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    right = {3, 4, 6}
+    right = {5, 6, 8}
 
     def line(values: tuple[str, ...]) -> str:
         parts = [
@@ -117,7 +138,7 @@ def table(net: ShapedNet, depth: int | None = None) -> str:
         ]
         return "  ".join(parts).rstrip()
 
-    rule = "-" * len(line(tuple("" for _ in header)).ljust(sum(widths) + 2 * 6))
+    rule = "-" * len(line(tuple("" for _ in header)).ljust(sum(widths) + 2 * (len(header) - 1)))
     lines = [f"{net.name}: input {dims(net.input_shape)}", rule, line(header), rule]
     for r, c in zip(body, cells, strict=True):
         lines.append(line(c) + (f"  # {r.note}" if r.note else ""))
@@ -155,6 +176,8 @@ def to_json(net: ShapedNet, depth: int | None = None) -> dict[str, Any]:
             {
                 "name": n.name,
                 "op": n.op,
+                "kernel": _ints(n.attrs.get("k")),
+                "stride": _ints(n.attrs.get("s")),
                 "inputs": [net.nodes[i].name for i in n.inputs],
                 "output": list(n.shape),
                 "params": n.params,
@@ -180,3 +203,7 @@ def to_json(net: ShapedNet, depth: int | None = None) -> dict[str, Any]:
         "conventions": CONVENTIONS,
         **({"blocks": [asdict(r) for r in rows(net, depth)]} if depth else {}),
     }
+
+
+def _ints(value: Any) -> list[int] | None:
+    return list(value) if isinstance(value, tuple) else None

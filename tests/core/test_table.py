@@ -101,7 +101,7 @@ def test_notebook_shows_the_table_and_the_diagram_where_graphviz_is(
     cells.feed(page[page.index("<table>") :])
     table = netdsl.summary(net)
     assert len(cells.rows) == 1 + len(table.rows)
-    assert cells.rows[0][:3] == ["layer", "op", "output"]
+    assert cells.rows[0][:5] == ["layer", "op", "kernel", "stride", "output"]
     assert cells.rows[2][:4] == ["conv1", "conv", "6x28x28", "156"]
 
 
