@@ -7,7 +7,7 @@ The step model runs in onnxruntime (fp32) with SGD momentum from a zero velocity
 right answers, every parameter's gradient and the input's (relative error max|a-b|/max|b| at
 most 1e-5), the batch norms' running statistics (PyTorch's update, unbiased variance). The
 table holds one small net per op and configuration, and every zoo net at a small input size
-(its `input` line rewritten; classes=10).
+(`netdsl.load(input_shape=...)`; classes=10).
 """
 
 from __future__ import annotations
@@ -103,15 +103,8 @@ def _zoo(name: str) -> netdsl.ShapedNet:
     size = ZOO[name]
     if size is None:
         return netdsl.load(name, overrides={"classes": 10})
-    path = next(
-        p for p in Path("nets").glob("*.net") if re.search(rf"^net {name}\(", p.read_text(), re.M)
-    )
-    text = path.read_text()
-    start = re.search(rf"^net {name}\(.*\n\s+input (\d+)x\d+x\d+", text, re.M)
-    assert start is not None
-    line = start.group(0)
-    text = text.replace(line, re.sub(r"input (\d+)x\d+x\d+", rf"input \1x{size}x{size}", line))
-    return netdsl.parse(text, str(path), name=name, overrides={"classes": 10})
+    channels = netdsl.load(name).input_shape[0]
+    return netdsl.load(name, overrides={"classes": 10}, input_shape=(channels, size, size))
 
 
 def _params(net: netdsl.ShapedNet) -> dict[str, np.ndarray]:
