@@ -122,3 +122,53 @@ def _im2col(
     flat = g.add("Gemm", [grads, patches], transB=1)  # [Co, kh*kw*Ci]
     shaped = g.add("Reshape", [flat, g.ints(co, kh, kw, ci)])
     return g.add("Transpose", [shaped], perm=[0, 3, 1, 2])
+
+
+def conv_input_grad(
+    g: Grad,
+    dy: str,
+    w: str,
+    w_shape: Shape,
+    sizes: tuple[Sequence[int | str], Sequence[int | str]],
+    k: Sequence[int],
+    s: Sequence[int],
+    d: Sequence[int],
+    pads: Sequence[int],
+    group: int,
+) -> str:
+    """A convolution's input gradient. Stride 1: a convolution of the output gradient with the
+    kernel flipped in space and its in/out channels swapped (onnxruntime's CPU Conv kernels are
+    much faster than its ConvTranspose); otherwise a ConvTranspose with the same kernel."""
+    rank = len(k)
+    flipped = [(k[a] - 1) * d[a] - pads[a] for a in range(rank)]
+    flipped += [(k[a] - 1) * d[a] - pads[a + rank] for a in range(rank)]
+    if any(v != 1 for v in s) or any(p < 0 for p in flipped) or rank != 2:
+        return g.add(
+            "ConvTranspose",
+            [dy, w],
+            kernel_shape=list(k),
+            strides=list(s),
+            dilations=list(d),
+            pads=list(pads),
+            group=group,
+            output_padding=output_padding(*sizes, k, s, d, pads),
+        )
+    co, cg, kh, kw = (int(v) for v in w_shape)
+    if group == 1:
+        swapped = g.add("Transpose", [w], perm=[1, 0, 2, 3])  # [Ci, Co, kh, kw]
+    else:
+        split = g.add("Reshape", [w, g.ints(group, co // group, cg, kh, kw)])
+        moved = g.add("Transpose", [split], perm=[0, 2, 1, 3, 4])  # [G, Cg, Kg, kh, kw]
+        swapped = g.add("Reshape", [moved, g.ints(group * cg, co // group, kh, kw)])
+    kernel = g.add(
+        "Slice",
+        [swapped, g.ints(kh - 1, kw - 1), g.ints(-kh - 1, -kw - 1), g.ints(2, 3), g.ints(-1, -1)],
+    )
+    return g.add(
+        "Conv",
+        [dy, kernel],
+        kernel_shape=list(k),
+        dilations=list(d),
+        pads=flipped,
+        group=group,
+    )

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from netdsl.backends.train.conv_grad import conv_weight_grad, output_padding
+from netdsl.backends.train.conv_grad import conv_input_grad, conv_weight_grad, output_padding
 from netdsl.backends.train.reverse import Grad, Rule, attr
 
 Out = list[str | None]
@@ -200,16 +200,7 @@ def conv(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
     out: Out = [None] * len(node.input)
     if want[0]:
         sizes = g.shape(x)[2:], g.shape(node.output[0])[2:]
-        out[0] = g.add(
-            "ConvTranspose",
-            [dy, w],
-            kernel_shape=k,
-            strides=s,
-            dilations=d,
-            pads=pads,
-            group=group,
-            output_padding=output_padding(*sizes, k, s, d, pads),
-        )
+        out[0] = conv_input_grad(g, dy, w, g.shape(w), sizes, k, s, d, pads, group)
     if want[1]:
         y = g.shape(node.output[0])
         out[1] = conv_weight_grad(g, (x, g.shape(x)), (dy, y), g.shape(w), s, d, pads, group)
