@@ -21,16 +21,11 @@ from importlib import resources
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import (
-    UnexpectedCharacters,
-    UnexpectedEOF,
-    UnexpectedInput,
-    UnexpectedToken,
-    VisitError,
-)
+from lark.exceptions import UnexpectedInput, VisitError
 
 from netdsl import syntax as ast
 from netdsl.source import NetError, Source, Span
+from netdsl.syntax_errors import syntax_error, token_span
 
 MAX_NESTING = 100  # brackets and operators deeper than this are refused before any recursion
 MAX_TOKENS = 20_000  # tokens per load, all imported files together (the zoo's largest: 791)
@@ -157,108 +152,6 @@ def _span(source: Source, meta: Any) -> Span:
     return Span(source, meta.line, meta.column, meta.end_line, meta.end_column)
 
 
-def _token_span(source: Source, token: Token) -> Span:
-    line, column = token.line or 1, token.column or 1
-    end_line = token.end_line or line
-    end_column = token.end_column or column + max(1, len(token.value))
-    return Span(source, line, column, end_line, end_column)
-
-
-_TOKEN_NAMES = {
-    "NAME": "a name",
-    "INT": "an integer",
-    "FLOAT": "a number",
-    "DIMS": "dimensions like 3x224x224",
-    "STRING": 'a quoted path like "blocks.net"',
-    "_NL": "end of line",
-    "$END": "end of file",
-    "LPAR": "'('",
-    "RPAR": "')'",
-    "LSQB": "'['",
-    "RSQB": "']'",
-    "LBRACE": "'{'",
-    "RBRACE": "'}'",
-    "COMMA": "','",
-    "EQUAL": "'='",
-    "COLON": "':'",
-    "STAR": "'*'",
-    "SLASH": "'/'",
-    "VBAR": "'|'",
-    "DOT": "'.'",
-    "SUM": "'+'",
-    "PLUS": "'+'",
-    "MINUS": "'-'",
-    "PERCENT": "'%'",
-    "_ARROW": "'->'",
-}
-
-
-def _describe(types: set[str]) -> str:
-    names = sorted({_TOKEN_NAMES.get(t, f"'{t.lower()}'" if t.isalpha() else t) for t in types})
-    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-
-
-def _syntax_error(source: Source, error: UnexpectedInput) -> NetError:
-    line, column = max(1, error.line or 1), max(1, error.column or 1)
-    if isinstance(error, UnexpectedToken):
-        token = error.token
-        if token.type == "$END":  # point just past the last text, where something is missing
-            last = max((i for i, text in enumerate(source.lines) if text.strip()), default=0)
-            end = len(source.line(last + 1).rstrip()) + 1
-            span = Span(source, last + 1, end, last + 1, end + 1)
-            found = "end of file"
-        else:
-            span = _token_span(source, token)
-            found = "end of line" if token.type == "_NL" else repr(str(token.value))
-        expected = set(error.expected)
-        notes = [f"expected {_describe(expected)}"]
-        closers = [c for c in ("RPAR", "RSQB", "RBRACE") if c in expected]
-        starts_line = not source.line(line)[: column - 1].strip()
-        before = next((t.split()[0] for t in reversed(source.lines[: line - 1]) if t.strip()), "")
-        after_chain = before not in ("", "import", "input", "defaults", "net")
-        if token.type == "NAME" and "COMMA" in expected and _inside(source, token) == "(":
-            notes.insert(0, "is a ',' missing before it?")
-        elif token.type == "NAME" and "_ARROW" in expected:
-            notes.insert(0, "is a '->' missing before it?")
-        elif token.type == "NAME" and "NAME" not in expected and starts_line and after_chain:
-            notes.insert(
-                0,
-                "a chain that goes on to a new line starts that line with '->' (or ends the "
-                "line before with it)",
-            )
-        elif closers and token.type in ("_ARROW", "_NL", "$END"):
-            notes.insert(0, f"is a {_TOKEN_NAMES[closers[0]]} missing before it?")
-        return NetError(f"unexpected {found}", span, notes)
-    if isinstance(error, UnexpectedCharacters):
-        pos = error.pos_in_stream or 0
-        char = source.text[pos] if pos < len(source.text) else ""
-        return NetError(
-            f"unexpected character {char!r}", Span(source, line, column, line, column + 1)
-        )
-    if isinstance(error, UnexpectedEOF):
-        return NetError("unexpected end of file", None)
-    return NetError(str(error).splitlines()[0], Span(source, line, column, line, column + 1))
-
-
-def _inside(source: Source, token: Token) -> str:
-    """The innermost bracket open at a token ('' at the top level); strings and comments
-    are skipped, as the lexer skips them."""
-    stack: list[str] = []
-    text = source.text[: token.start_pos or 0]
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch in "([{":
-            stack.append(ch)
-        elif ch in ")]}" and stack:
-            stack.pop()
-        elif ch in '#"':
-            stop = text.find("\n" if ch == "#" else '"', i + 1)
-            i = len(text) if stop < 0 else stop
-        i += 1
-    return stack[-1] if stack else ""
-
-
 def parse_module(source: Source, tokens: Tokens | None = None) -> ast.Module:
     """Parse a whole `.net` text into the surface IR, or raise `NetError`; `tokens` is the
     budget of a load that reads several files (each parse takes its own by default)."""
@@ -267,16 +160,16 @@ def parse_module(source: Source, tokens: Tokens | None = None) -> ast.Module:
     try:
         tree = _parser().parse(source.text)
     except UnexpectedInput as error:
-        raise _syntax_error(source, error) from None
+        raise syntax_error(source, error) from None
     except _TooDeep as error:
         what = "brackets nest" if error.token.type in _OPEN else "an expression nests operators"
         raise NetError(
-            f"{what} more than {MAX_NESTING} deep", _token_span(source, error.token)
+            f"{what} more than {MAX_NESTING} deep", token_span(source, error.token)
         ) from None
     except _TooLong as error:
         raise NetError(
             f"more than {budget.limit:,} tokens to read (the limit of one load, imports included)",
-            _token_span(source, error.token),
+            token_span(source, error.token),
         ) from None
     finally:
         _BUDGET.reset(reset)
@@ -352,7 +245,7 @@ class _ToIR(Transformer[Token, Any]):
 
     def input_stmt(self, meta: Any, items: list[Token]) -> ast.Input:
         dims = tuple(int(d) for d in str(items[0]).split("x"))
-        return ast.Input(dims, _token_span(self.source, items[0]))
+        return ast.Input(dims, token_span(self.source, items[0]))
 
     # ---- chains
     def seq(self, meta: Any, items: list[Any]) -> ast.Seq:
@@ -378,7 +271,7 @@ class _ToIR(Transformer[Token, Any]):
             stride,
             tuple(a for a in args if a is not None),
             self._s(meta),
-            _token_span(self.source, name),
+            token_span(self.source, name),
         )
 
     def arg(self, meta: Any, items: list[Any]) -> ast.Arg:
