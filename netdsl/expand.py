@@ -17,6 +17,7 @@ from typing import Any
 
 from netdsl import ops
 from netdsl import syntax as ast
+from netdsl.arguments import bind, default_table
 from netdsl.budget import MAX_DEPTH, MAX_LAYERS, MAX_STEPS, Cost, Estimator
 from netdsl.evaluate import Env, did_you_mean, evaluate
 from netdsl.graph import Frame, Graph, Layer
@@ -371,7 +372,7 @@ class _Expander:
                 f"unknown layer '{node.name}'", node.name_span, did_you_mean(node.name, names)
             )
         op, kernel = resolved
-        attrs = self.bind(op, node, kernel, env)
+        attrs = bind(op, node, kernel, env, self.defaults, self.implicit)
         lowering = LOWERINGS.get(op.name)  # sepconv: the rules decide its two layers
         if lowering is not None:
             name, out = scope.name(op.name), x
@@ -379,79 +380,6 @@ class _Expander:
                 out = self.emit(f"{name}.{suffix}", part, part_attrs, (out,), node.span, trace)
             return out
         return self.emit(scope.name(op.name), op.name, attrs, (x,), node.span, trace)
-
-    def bind(
-        self, op: ops.Op, node: ast.Call, kernel: tuple[int, int] | None, env: Env
-    ) -> dict[str, Any]:
-        """Match a call's arguments to the op's parameters; check and normalise each value."""
-        raw: dict[str, tuple[Any, Span]] = {}
-        if kernel is not None:
-            raw["k"] = (kernel, node.name_span)
-        if node.stride is not None:
-            if op.param("s") is None:
-                raise NetError(f"'{node.name}' takes no stride", node.stride.span)
-            raw["s"] = (evaluate(node.stride, env), node.stride.span)
-        positional = [p for p in op.params if p.name not in raw]
-        for i, arg in enumerate(node.args):
-            if arg.name is None:
-                if i >= len(positional):
-                    if not op.params:
-                        limit = "no arguments"
-                    elif not positional:
-                        limit = "no positional arguments"
-                    else:
-                        limit = f"at most {len(positional)} positional argument"
-                        limit += "s" if len(positional) > 1 else ""
-                    raise NetError(f"'{node.name}' takes {limit}", arg.span)
-                name = positional[i].name
-            elif op.param(arg.name) is None:
-                params = [p.name for p in op.params]
-                raise NetError(
-                    f"'{node.name}' has no parameter '{arg.name}'",
-                    arg.span,
-                    [
-                        f"{op.name} takes {', '.join(params) or 'no arguments'}",
-                        *did_you_mean(arg.name, params),
-                    ],
-                )
-            else:
-                name = arg.name
-            if name in raw:
-                why = " (the name already says it)" if name == "k" and kernel else ""
-                raise NetError(f"'{name}' given twice{why}", arg.span)
-            raw[name] = (self.argument(op, name, arg.value, env), arg.span)
-        attrs: dict[str, Any] = {}
-        for p in op.params:
-            if p.name in raw:
-                value, span = raw[p.name]
-            elif (op.name, p.name) in self.defaults:
-                value, span = self.defaults[(op.name, p.name)]
-            elif p.default is not ops.REQUIRED:
-                attrs[p.name] = p.default if p.default is None else p.check(p.default)
-                continue
-            elif p.implicit is not ops.REQUIRED:
-                self.implicit[f"{op.name}.{p.name}={p.implicit}"] += 1
-                attrs[p.name] = p.check(p.implicit)
-                continue
-            else:
-                raise NetError(f"'{node.name}' needs a value for '{p.name}'", node.span)
-            try:
-                attrs[p.name] = p.check(value)
-            except ops.ArgError as error:
-                raise NetError(f"{op.name} {p.name}: {error}", span) from None
-        if "s" in attrs and attrs["s"] is None:  # pooling and deconv stride defaults to kernel
-            attrs["s"] = attrs["k"]
-        return attrs
-
-    @staticmethod
-    def argument(op: ops.Op, name: str, value: ast.Expr, env: Env) -> Any:
-        """An argument's value; a bare unknown word given to a parameter that takes words
-        (`p=full`) reaches the parameter's own check, which lists the words it takes."""
-        if isinstance(value, ast.Var) and value.name not in env:
-            param = op.param(name)
-            if param is not None and _takes_words(param):
-                return ops.Symbol(value.name)
-        return evaluate(value, env)
 
 
 def trace_notes(trace: tuple[Frame, ...], skip: Frame | None = None) -> list[str]:
@@ -462,17 +390,6 @@ def trace_notes(trace: tuple[Frame, ...], skip: Frame | None = None) -> list[str
         head = MAX_TRACE - 2
         notes = [*notes[:head], f"… {len(notes) - head - 1:,} more", notes[-1]]
     return notes
-
-
-def _takes_words(param: ops.Param) -> bool:
-    try:
-        param.check(ops.Symbol("same"))
-    except ops.ArgError:
-        return False
-    return True
-
-
-# ---- nets ------------------------------------------------------------------------------------
 
 
 def expand_net(
@@ -500,7 +417,7 @@ def expand_net(
             net.span,
             did_you_mean(name, known),
         )
-    defaults = _defaults(net.body.defaults, env, diagnostics)
+    defaults = default_table(net.body.defaults, env, diagnostics)
     dims = net.body.input.dims
     span = net.body.input.span
     if input_shape is not None:  # another input size: the line's sizes replaced, rank kept
@@ -525,37 +442,3 @@ def expand_net(
     diagnostics.raise_if_any()
     used = tuple(f"{k} ({n} layer{'s' if n > 1 else ''})" for k, n in expander.implicit.items())
     return Graph(net.name or "net", dims, tuple(expander.layers), output, used, net.span)
-
-
-def _defaults(
-    statements: tuple[ast.Default, ...], env: Env, diagnostics: Diagnostics
-) -> dict[tuple[str, str], tuple[Any, Span]]:
-    table: dict[tuple[str, str], tuple[Any, Span]] = {}
-    for d in statements:
-        resolved = ops.resolve(d.op)
-        if resolved is None:
-            diagnostics.error(
-                f"defaults: unknown layer '{d.op}'", d.span, did_you_mean(d.op, ops.known_names())
-            )
-            continue
-        op, kernel = resolved
-        if kernel is not None:
-            diagnostics.error(
-                f"defaults name an op, not a shorthand: write {op.name}.{d.arg}, not "
-                f"{d.op}.{d.arg}",
-                d.span,
-            )
-            continue
-        if op.param(d.arg) is None:
-            names = [p.name for p in op.params]
-            diagnostics.error(
-                f"defaults: {op.name} has no parameter '{d.arg}'",
-                d.span,
-                did_you_mean(d.arg, names),
-            )
-            continue
-        try:
-            table[(op.name, d.arg)] = (evaluate(d.value, env), d.value.span)
-        except NetError as error:
-            diagnostics.extend(error)
-    return table
