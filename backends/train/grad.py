@@ -325,7 +325,8 @@ def global_avgpool(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
 
 def avgpool(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
     """Each output's gradient, divided by the pixels its window covered, spread back over the
-    window by a depthwise ConvTranspose with a kernel of ones."""
+    window by a depthwise ConvTranspose with a kernel of ones (measured: faster in onnxruntime
+    than copying with Expand where the windows tile the map)."""
     if attr(node, "ceil_mode", 0):
         raise ValueError(f"{node.name}: ceil_mode has no gradient rule (write explicit pads)")
     x, y, dy = node.input[0], node.output[0], _first(dys)

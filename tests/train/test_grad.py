@@ -201,6 +201,12 @@ CASES: dict[str, tuple[str, list[np.ndarray], dict[str, Any], Callable[..., T]]]
         {"kernel_shape": [2, 2], "strides": [2, 2]},
         _avgpool(2, 2, [0] * 4),
     ),
+    "avgpool2x2_leftover": (
+        "AveragePool",
+        [_r(2, 3, 9, 7)],
+        {"kernel_shape": [2, 2], "strides": [2, 2]},
+        _avgpool(2, 2, [0] * 4),
+    ),
     "avgpool3x3_s2_p1": (
         "AveragePool",
         [_r(2, 3, 9, 9)],
@@ -384,10 +390,10 @@ def test_dropout_passes_kept_values_scaled() -> None:
 
 
 @pytest.mark.parametrize("case", sorted(k for k, v in CASES.items() if v[0].startswith("Conv")))
-def test_other_weight_gradient_lowering(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The convolution-over-transposed-tensors lowering of the weight gradient, as exact."""
+def test_both_weight_gradient_lowerings(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both lowerings of the weight gradient (the default picks one by size), as exact."""
     from netdsl.backends.train import conv_grad
 
-    other = "conv" if conv_grad.LOWERING == "im2col" else "im2col"
-    monkeypatch.setattr(conv_grad, "LOWERING", other)
-    test_rule_matches_autograd(case)
+    for lowering in ("conv", "im2col"):
+        monkeypatch.setattr(conv_grad, "LOWERING", lowering)
+        test_rule_matches_autograd(case)
