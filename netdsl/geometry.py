@@ -130,14 +130,27 @@ class Reach:
     def stride(self) -> Fraction:
         return Fraction(self.step) / self.period
 
-    def union(self, other: Reach) -> Reach:
-        """Both reaches together (a merge of paths): exact where they advance at the same rate,
-        as every path into an add or a concat does; otherwise the larger one (never smaller
-        than either)."""
+    def union(self, other: Reach, n: int = 1) -> Reach:
+        """Both reaches together (a merge of paths) over a map of n outputs: exact where they
+        advance at the same rate, as paths into an add or a concat do. Paths that advance at
+        different rates (a broadcast gate; or unusual padding that gives two strides the same
+        output size) are not periodic together: the wider reach is widened until it holds both
+        at each of the n outputs."""
         if self == other:
             return self
         if self.step * other.period != other.step * self.period:  # different strides
-            return max(self, other, key=lambda r: (r.size, r.stride))
+            base = max(self, other, key=lambda r: (r.size, r.stride))
+            lo, hi = list(base.lo), list(base.hi)
+            for o in range(n):
+                q, r = divmod(o, base.period)
+                for first, last in (self.at(o), other.at(o)):
+                    if first <= last:
+                        empty = lo[r] > hi[r]
+                        lo[r] = (
+                            first - q * base.step if empty else min(lo[r], first - q * base.step)
+                        )
+                        hi[r] = last - q * base.step if empty else max(hi[r], last - q * base.step)
+            return Reach(base.period, base.step, tuple(lo), tuple(hi))
         period = math.lcm(self.period, other.period)
         a, b = self.unroll(period), other.unroll(period)
         lo = tuple(min(x, y) for x, y in zip(a.lo, b.lo, strict=True))

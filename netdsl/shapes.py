@@ -273,7 +273,8 @@ class _Pass:
                 self.merged = True
             if math.prod(self.nodes[index].shape[1:]) == 1 < math.prod(shape[1:]):
                 other = Field(tuple(_broadcast(r) for r in other.reach), jump)
-            joined = tuple(a.union(b) for a, b in zip(reach, other.reach, strict=True))
+            sizes = shape[1:] if len(shape) > 1 else (1,) * len(reach)
+            joined = tuple(a.union(b, n) for a, b, n in zip(reach, other.reach, sizes, strict=True))
             pairs = zip(joined, reach, other.reach, strict=True)
             if any(u.size > max(a.size, b.size) for u, a, b in pairs):
                 self.wider = True
