@@ -140,7 +140,7 @@ class Reach:
             return self
         if self.step * other.period != other.step * self.period:  # different strides
             base = max(self, other, key=lambda r: (r.size, r.stride))
-            lo, hi = list(base.lo), list(base.hi)
+            low, high = list(base.lo), list(base.hi)
             for o in range(n):
                 q, r = divmod(o, base.period)
                 for first, last in (self.at(o), other.at(o)):
