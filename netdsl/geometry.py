@@ -145,12 +145,10 @@ class Reach:
                 q, r = divmod(o, base.period)
                 for first, last in (self.at(o), other.at(o)):
                     if first <= last:
-                        empty = lo[r] > hi[r]
-                        lo[r] = (
-                            first - q * base.step if empty else min(lo[r], first - q * base.step)
-                        )
-                        hi[r] = last - q * base.step if empty else max(hi[r], last - q * base.step)
-            return Reach(base.period, base.step, tuple(lo), tuple(hi))
+                        empty, shift = low[r] > high[r], q * base.step
+                        low[r] = first - shift if empty else min(low[r], first - shift)
+                        high[r] = last - shift if empty else max(high[r], last - shift)
+            return Reach(base.period, base.step, tuple(low), tuple(high))
         period = math.lcm(self.period, other.period)
         a, b = self.unroll(period), other.unroll(period)
         lo = tuple(min(x, y) for x, y in zip(a.lo, b.lo, strict=True))
