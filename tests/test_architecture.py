@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # The rooms of backends/, in order: each may import netdsl's core and the rooms before it.
-ROOMS = ("data", "passes", "onnx", "tensorrt", "runtime", "train", "export")
+ROOMS = ("data", "passes", "onnx", "tensorrt", "runtime", "train", "explain", "export")
 CORE = ("netdsl",)  # netdsl/*.py: the pipeline from text to the shaped net
 
 

@@ -5,6 +5,14 @@ A consumer at the end of the pipeline, used by `netdsl compare A B`: each side i
 inference. Both get the same seeded random input, uniform in [0, 1) like a scaled image, shaped
 as the first side's input with the batch asked for. Both sides must take one float input of the
 same shape; that is checked, and the input's bytes against free memory, before anything runs.
+
+A trailing softmax hides differences: with random weights its output is nearly one-hot, and
+two models that disagree by 1e-2 in their logits agree to 1e-26 after it. So where both ONNX
+sides end in a Softmax, the tensor feeding it (the logits) is exposed as an extra output and
+compared too, and it is what the verdict judges. The verdict (`Tolerance.failures`): the largest
+absolute difference must stay within `atol + rtol * scale`, scale being the largest magnitude of
+A's tensor, and top-1 agreement at least `agreement` where one is asked for. Without a
+tolerance the default of the sides' precision applies (`default_tolerance`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from netdsl import memory
+from netdsl.backends.runtime.ort import MAX_PROTO
 from netdsl.source import NetError
 
 
@@ -27,16 +36,20 @@ class Difference:
     max_abs: float
     max_rel: float  # largest absolute difference over the largest absolute reference value
     top1_agreement: float | None  # for N x classes outputs
+    logits: bool = False  # the input of a trailing softmax, exposed to be compared
+    scale: float = 0.0  # the largest magnitude of A's tensor
 
     def render(self) -> str:
         agree = (
             "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.1%}"
         )
         shape = "x".join(map(str, self.shape))
-        return (
-            f"{self.output} ({shape}): max abs error {self.max_abs:.3e}, "
-            f"max rel error {self.max_rel:.3e}{agree}"
+        what = (
+            f"{self.output} (logits before the softmax, {shape})"
+            if self.logits
+            else (f"{self.output} ({shape})")
         )
+        return f"{what}: max abs error {self.max_abs:.3e}, max rel error {self.max_rel:.3e}{agree}"
 
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
@@ -44,7 +57,72 @@ class Difference:
         return found
 
 
-def differences(a: list[np.ndarray], b: list[np.ndarray], names: list[str]) -> list[Difference]:
+# The default tolerances, relative to the scale of A's logits (or outputs), by the lower
+# precision of the two sides. fp32 against fp32 differs only by the order of the sums; fp16
+# keeps 11 bits; int8 quantizes every activation to 256 levels, so only the ranking is judged
+# closely: top-1 agreement on most images, and a loose bound on the values.
+DEFAULTS: dict[str, tuple[float, float, float | None]] = {  # precision: atol, rtol, agreement
+    "fp32": (0.0, 1e-3, None),
+    "fp16": (0.0, 1e-2, None),
+    "int8": (0.0, 0.25, 0.5),
+}
+RANK = ("fp32", "fp16", "int8")
+PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Cast", "Identity")  # after a softmax
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    atol: float = 0.0
+    rtol: float = 0.0
+    agreement: float | None = None  # the least fraction of images whose top-1 class agrees
+    default: str | None = None  # the precision whose default this is; None: given
+
+    def failures(self, found: Sequence[Difference]) -> list[str]:
+        """What exceeds the tolerance: the logits where both sides have them, else every
+        output; empty when the two sides agree."""
+        judged = [d for d in found if d.logits] or list(found)
+        out = []
+        for d in judged:
+            limit = self.atol + self.rtol * d.scale
+            if not d.max_abs <= limit:  # NaN fails too
+                out.append(
+                    f"{d.output}: max abs error {d.max_abs:.3e} > {limit:.3e} "
+                    f"(atol {self.atol:g} + rtol {self.rtol:g} x scale {d.scale:.3e})"
+                )
+            agree = d.top1_agreement
+            if self.agreement is not None and agree is not None and agree < self.agreement:
+                out.append(f"{d.output}: top-1 agreement {agree:.1%} < {self.agreement:.1%}")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_tolerance(precisions: Sequence[str]) -> Tolerance:
+    """The tolerance for two sides of these precisions (fp32, fp16, int8): the lower one's."""
+    worst = max((p if p in RANK else "fp16" for p in precisions), key=RANK.index)
+    atol, rtol, agreement = DEFAULTS[worst]
+    return Tolerance(atol, rtol, agreement, worst)
+
+
+def precision_of(side: Any) -> str:
+    """fp32, fp16 or int8, from a compiled model's metadata; an engine counts as fp16 (its
+    precision is not recorded), a model without the entry as fp32."""
+    if _is_engine(side):
+        return "fp16"
+    proto = side if hasattr(side, "graph") else None
+    if proto is None:
+        from netdsl.backends.runtime import ort
+
+        proto = ort.read_model(side)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    word = meta.get("precision", "fp32").split()[0]
+    return word if word in RANK else "fp32"
+
+
+def differences(
+    a: list[np.ndarray], b: list[np.ndarray], names: list[str], logits: Sequence[str] = ()
+) -> list[Difference]:
     if len(a) != len(b):
         raise NetError(f"the two artefacts have {len(a)} and {len(b)} outputs")
     found = []
@@ -55,8 +133,37 @@ def differences(a: list[np.ndarray], b: list[np.ndarray], names: list[str]) -> l
         diff = float(np.abs(x64 - y64).max()) if x.size else 0.0
         scale = float(np.abs(x64).max()) if x.size else 0.0
         agree = float((x.argmax(1) == y.argmax(1)).mean()) if x.ndim == 2 and x.size else None
-        found.append(Difference(name, tuple(x.shape), diff, diff / scale if scale else diff, agree))
+        rel = diff / scale if scale else diff
+        found.append(Difference(name, tuple(x.shape), diff, rel, agree, name in logits, scale))
     return found
+
+
+def with_logits(side: Any) -> tuple[Any, str | None]:
+    """The side with the input of its trailing Softmax as an extra output, and that tensor's
+    name; an engine, a model without a final Softmax, or one too large to rewrite, unchanged."""
+    import onnx
+
+    if _is_engine(side):
+        return side, None
+    if hasattr(side, "graph"):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(side)
+    else:
+        from netdsl.backends.runtime import ort
+
+        proto = ort.read_model(side, data=True)
+        if proto.ByteSize() >= MAX_PROTO:
+            return side, None
+    outputs = [o.name for o in proto.graph.output]
+    made = {out: n for n in proto.graph.node for out in n.output}
+    node = made.get(outputs[0]) if len(outputs) == 1 else None
+    while node is not None and node.op_type in PASS_THROUGH:  # int8's Q/DQ, fp16's Cast
+        node = made.get(node.input[0])
+    if node is None or node.op_type != "Softmax" or node.input[0] in outputs:
+        return side, None
+    name = node.input[0]
+    proto.graph.output.append(onnx.ValueInfoProto(name=name))  # its type is inferred
+    return proto, name
 
 
 def _is_engine(side: Any) -> bool:
@@ -95,9 +202,16 @@ def compare(
     shape = (batch, *shapes[0])
     memory.check_fits(shape, f"a random input of {'x'.join(map(str, shape))} floats")
     x = np.random.default_rng(seed).random(shape, dtype=np.float32)
-    out_a, names = run_side(a, providers[0], x)
-    out_b, _ = run_side(b, providers[1], x)
-    return differences(out_a, out_b, names), shape
+    (a2, name_a), (b2, name_b) = with_logits(a), with_logits(b)
+    if name_a is None or name_b is None:  # logits on one side only: outputs alone
+        a2, b2, name_a = a, b, None
+    out_a, names = run_side(a2, providers[0], x)
+    out_b, names_b = run_side(b2, providers[1], x)
+    if name_a is not None:  # the two logits may carry other names: pair them as the last output
+        names = [*names[:-1], name_a]
+        if names_b[-1] != name_b:
+            raise NetError(f"the logits of the second side ({name_b}) did not come back")
+    return differences(out_a, out_b, names, () if name_a is None else (name_a,)), shape
 
 
 def run_side(side: Any, provider: str, x: np.ndarray) -> tuple[list[np.ndarray], list[str]]:

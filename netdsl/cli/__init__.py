@@ -2,7 +2,8 @@
 
 The outermost layer. `main` builds the parser from the command modules (`core`: check, summary,
 zoo; `deploy`: compile, engine; `run`: run, bench, compare; `train`: train; `share`: draw,
-export), runs the chosen handler
+export; `explain`: the visualisations of a trained model; `completion`: shell scripts), runs
+the chosen handler
 and turns what it raises into an exit code:
 
     0  success (warnings included)
@@ -36,7 +37,7 @@ RANK = {"onnx": 0, "run": 1, "train": 2}  # each extra brings the modules of tho
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from netdsl.cli import core, deploy, run, share, train
+    from netdsl.cli import completion, core, deploy, explain, run, share, train
 
     parser = argparse.ArgumentParser(
         prog="netdsl",
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.register_engine(sub)
     run.register_compare(sub)
     share.register(sub)
+    explain.register(sub)
+    completion.register(sub)
     return parser
 
 

@@ -33,7 +33,7 @@ def _lr(facts: dict[str, Any], command: str) -> str:
 
 def _batch(facts: dict[str, Any], command: str) -> str:
     batch = facts.get("batch", "B")
-    return f"bench it with --batch {batch}, or compile it without --batch"
+    return f"bench it with --batch {batch}, or compile it without --fixed-batch"
 
 
 def _classes(facts: dict[str, Any], command: str) -> str:
@@ -54,7 +54,7 @@ ADVICE: dict[type[errors.Advisable], Advice] = {
     ),
     errors.Diverged: _lr,
     errors.FixedBatch: _batch,
-    errors.NeedsInference: lambda _, __: "compile with --inference",
+    errors.NeedsInference: lambda _, __: "compile it without --training-form",
     errors.DataMissing: _data,
     errors.NoCheckpoint: lambda _, __: "pass the --out folder of the run to continue",
     errors.ImageSizeMismatch: _fit,

@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
         help="also check the compiled graph against TensorRT's ONNX parser "
         "(needs the onnx extra, not TensorRT)",
     )
+    options.add_input_size(check)
+    options.add_json(check)
     check.set_defaults(func=cmd_check)
 
     summary = sub.add_parser("summary", help="the per-layer table papers print")
@@ -45,6 +47,7 @@ def register(sub: Any) -> None:
         help="collapse rows into blocks of the first N name parts",
     )
     options.add_json(summary)
+    options.add_input_size(summary)
     options.add_set(summary)
     summary.set_defaults(func=cmd_summary)
 
@@ -81,27 +84,53 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.target == "tensorrt":
         options.require("onnx", ("numpy", "onnx"), "netdsl check --target tensorrt")
     failed = False
+    report: dict[str, list[dict[str, Any]]] = {"nets": [], "errors": []}
+    quiet = args.json  # JSON alone on stdout; the same facts in it
     for target in args.targets:
         try:
-            nets = load_all(target, overrides=options.overrides(args.set))
+            nets = load_all(
+                target, overrides=options.overrides(args.set), input_shape=args.input_size
+            )
         except NetError as error:
-            print(error.render(), file=sys.stderr)
+            report["errors"].append({"target": target, "message": error.render()})
+            if not quiet:
+                print(error.render(), file=sys.stderr)
             failed = True
             continue
-        for net in nets:
-            print(check_line(net))
-            for diagnostic in notes(net):
-                print(diagnostic.render(), file=sys.stderr)
+        problems: list[Diagnostic] = []
         if args.target == "tensorrt":
             from netdsl.backends.tensorrt.support import SOURCE, check_nets
 
             problems = check_nets(nets)
-            for problem in problems:
-                print(problem.render(), file=sys.stderr)
             failed |= bool(problems)
-            if not problems:
-                print(f"tensorrt: every op, attribute and type fits; table: {SOURCE}")
+        for net in nets:
+            report["nets"].append(_checked(target, net))
+            if not quiet:
+                print(check_line(net))
+                for diagnostic in notes(net):
+                    print(diagnostic.render(), file=sys.stderr)
+        if problems:
+            message = "\n".join(p.render() for p in problems)
+            report["errors"].append({"target": target, "message": message})
+            if not quiet:
+                print(message, file=sys.stderr)
+        elif args.target == "tensorrt" and not quiet:
+            print(f"tensorrt: every op, attribute and type fits; table: {SOURCE}")
+    if quiet:
+        print(json.dumps(report, indent=2))
     return 1 if failed else 0
+
+
+def _checked(target: str, net: ShapedNet) -> dict[str, Any]:
+    return {
+        "target": target,
+        "net": net.name,
+        "input": list(net.input_shape),
+        "output": list(net.output_shape),
+        "params": net.params,
+        "macs": net.macs,
+        "notes": [d.render() for d in notes(net)],
+    }
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -109,8 +138,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
         from netdsl.cli.share import cmd_summary_onnx
 
         options.require("onnx", ("numpy", "onnx"), "netdsl summary of an .onnx file")
+        if args.input_size is not None:
+            raise NetError("an .onnx model's input size is fixed in the file; --input takes a net")
         return cmd_summary_onnx(args)
-    net = options.net(args.target, args.set)
+    net = options.net(args.target, args.set, args.input_size)
     if args.json:
         print(json.dumps(to_json(net, args.depth), indent=2))
         return 0

@@ -11,6 +11,8 @@ which `main` checks before it starts.
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,14 @@ def register_compile(sub: Any) -> None:
         "--opset", type=o.whole(13, 17), default=17, help="ONNX opset, 13 to 17 (default 17)"
     )
     c.add_argument(
-        "--batch",
+        "--fixed-batch",
         type=o.whole(1, o.MAX_BATCH),
         default=None,
         metavar="N",
-        help="a fixed batch size (default: dynamic, named N)",
+        help="fix the batch dimension to N (default: dynamic, named N)",
+    )
+    c.add_argument(  # the old spelling, before --batch meant images at once everywhere
+        "--batch", dest="old_batch", type=o.whole(1, o.MAX_BATCH), help=argparse.SUPPRESS
     )
     c.add_argument(
         "--init",
@@ -43,9 +48,13 @@ def register_compile(sub: Any) -> None:
     o.add_seed(c, "seed of the weights (default 0)")
     o.add_weights(c)
     c.add_argument(
-        "--inference",
+        "--training-form",
         action="store_true",
-        help="inference form: bn uses running statistics, no dropout",
+        help="training form: bn normalises with the batch's statistics, dropout on "
+        "(default: inference form, running statistics, no dropout)",
+    )
+    c.add_argument(  # the inference form is the default; kept for old scripts
+        "--inference", action="store_true", help=argparse.SUPPRESS
     )
     o.add_calibration(c)
     c.add_argument(
@@ -58,8 +67,10 @@ def register_compile(sub: Any) -> None:
     c.add_argument(
         "--fold-bn",
         action="store_true",
-        help="fold each bn into the conv before it (implies --inference)",
+        help="fold each bn into the conv before it (inference form only)",
     )
+    o.add_input_size(c)
+    o.add_json(c)
     o.add_set(c)
     c.set_defaults(func=cmd_compile, needs=ONNX)
 
@@ -78,11 +89,17 @@ def register_engine(sub: Any) -> None:
     )
     o.add_calibration(e)
     e.add_argument(
-        "--batch",
+        "--batch-range",
         type=o.library_type(parse_profile, "profile"),
-        default=parse_profile("1:8:32"),
+        default=None,
         metavar="MIN:OPT:MAX",
         help="the optimisation profile of the batch (default 1:8:32)",
+    )
+    e.add_argument(  # the old spelling, before --batch meant images at once everywhere
+        "--batch",
+        dest="old_batch",
+        type=o.library_type(parse_profile, "profile"),
+        help=argparse.SUPPRESS,
     )
     e.add_argument(
         "--workspace",
@@ -114,15 +131,17 @@ def compile_options(args: argparse.Namespace, **fixed: Any) -> Any:
                 ["for example --calib digits, or --calib mnist:DIR"],
             )
         calibration = Calibration(args.calib, args.calib_fit, args.calib_images)
-    inference = getattr(args, "inference", False) or getattr(args, "fold_bn", False)
+    training = getattr(args, "training_form", False)
+    if training and getattr(args, "fold_bn", False):
+        raise NetError("batch norms fold only in the inference form; drop --training-form")
     values: dict[str, Any] = {
         "opset": getattr(args, "opset", 17),
-        "batch": getattr(args, "batch", None),
+        "batch": getattr(args, "fixed_batch", None),
         "init": getattr(args, "init", "auto"),
         "seed": args.seed,
         "weights": args.weights,
         "skip_mismatched": args.skip_mismatched,
-        "mode": "inference" if inference else "train",
+        "mode": "train" if training else "inference",
         "fold_bn": getattr(args, "fold_bn", False),
         "precision": args.precision,
         "calibration": calibration,
@@ -134,19 +153,43 @@ def compile_options(args: argparse.Namespace, **fixed: Any) -> Any:
 def cmd_compile(args: argparse.Namespace) -> int:
     from netdsl.backends.onnx.compile import compile_net, save_model
 
-    net = o.net(args.target, args.set)
+    if args.old_batch is not None:
+        o.deprecated("compile --batch N", "--fixed-batch N")
+        args.fixed_batch = args.fixed_batch or args.old_batch
+    net = o.net(args.target, args.set, args.input_size)
     out = o.output_file(args.output or f"{net.name}.onnx")
     opts = compile_options(args)
     model = compile_net(net, opts)
+    replaced = out.exists()
     size = save_model(model, out)
+    if replaced:
+        print(f"note: replaced the existing {out}", file=sys.stderr)
     meta = {p.key: p.value for p in model.metadata_props}
     mode, _ = opts.form
+    form = "inference" if mode == "inference" else "training"
+    if args.json:
+        report = {
+            "output": str(out),
+            "net": net.name,
+            "input": list(net.input_shape),
+            "params": net.params,
+            "opset": opts.opset,
+            "batch": opts.batch,
+            "form": form,
+            "fold_bn": opts.fold_bn,
+            "precision": opts.precision,
+            "init": meta["init"],
+            "bytes": size,
+            "replaced": replaced,
+            "weights": meta.get("weights"),
+        }
+        print(json.dumps(report, indent=2))
+        return 0
     batch = "dynamic batch N" if opts.batch is None else f"batch {opts.batch}"
     external = f" (weights in {out.name}.data)" if size > 2**31 - 1 else ""
     print(
         f"wrote {out}: {net.name}, {net.params:,} parameters, opset {opts.opset}, {batch}, "
-        f"{'inference' if mode == 'inference' else 'training'} form"
-        f"{', batch norms folded' if opts.fold_bn else ''}, {opts.precision}, "
+        f"{form} form{', batch norms folded' if opts.fold_bn else ''}, {opts.precision}, "
         f"init {meta['init']}, {size / 2**20:.1f} MiB{external}"
     )
     if "weights" in meta:
@@ -155,12 +198,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
+    from netdsl.backends.data import atomic
     from netdsl.backends.onnx.compile import compile_net
     from netdsl.backends.onnx.emit import layer_spans
     from netdsl.backends.passes.fp16 import apply_precision
     from netdsl.backends.runtime.ort import read_model
     from netdsl.backends.tensorrt import engine as trt
+    from netdsl.backends.tensorrt.profile import parse_profile
 
+    if args.old_batch is not None:
+        o.deprecated("engine --batch MIN:OPT:MAX", "--batch-range MIN:OPT:MAX")
+    profile = args.batch_range or args.old_batch or parse_profile("1:8:32")
     spans = None
     out_name = args.output
     if args.precision == "int8" or not _is_onnx(args.model):
@@ -171,14 +219,14 @@ def cmd_engine(args: argparse.Namespace) -> int:
         model = compile_net(net, compile_options(args, **fixed))
         spans = layer_spans(net)  # so TensorRT's problems point at the .net text
     else:
-        model = read_model(args.model)
+        model = read_model(args.model, data=True)  # TensorRT's parser is handed bytes
         mode = {p.key: p.value for p in model.metadata_props}.get("mode", "")
         if mode.startswith("train"):
             raise NetError(
                 f"{args.model} is in training form (batch norms use batch statistics, "
                 "dropout is on); TensorRT builds inference engines",
                 None,
-                ["compile it with --inference"],
+                ["compile it without --training-form"],
             )
         model = apply_precision(model, args.precision)
     out = o.output_file(out_name or f"{model.graph.name or 'model'}.engine")
@@ -186,10 +234,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
     if cache is not None and cache.is_dir():
         raise NetError(f"--timing-cache '{cache}' is a folder, not a file")
     engine = trt.build_engine(
-        model, args.batch, workspace=args.workspace, timing_cache=cache, spans=spans
+        model, profile, workspace=args.workspace, timing_cache=cache, spans=spans
     )
-    trt.write_atomically(out, engine)
-    profile = args.batch
+    atomic.write(out, engine)
     print(
         f"wrote {out}: {args.precision}, batch {profile.min}:{profile.opt}:{profile.max}, "
         f"{len(engine) / 2**20:.1f} MiB"

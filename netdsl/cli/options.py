@@ -11,6 +11,7 @@ import argparse
 import importlib.util
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,6 +97,18 @@ def batches(text: str) -> list[int]:
         ) from None
 
 
+def input_size(text: str) -> tuple[int, ...]:
+    """`3x64x64` -> (3, 64, 64): another input size for the net (its input line's rank)."""
+    parts = text.lower().split("x")
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes sizes like 3x64x64, got '{text}'") from None
+    if not all(1 <= n <= MAX_BATCH for n in sizes):
+        raise argparse.ArgumentTypeError(f"takes sizes from 1 to {MAX_BATCH:,}, got '{text}'")
+    return sizes
+
+
 def url(text: str) -> str:
     """An http(s) or file URL (a mirror to download from)."""
     if not text.startswith(("http://", "https://", "file://")):
@@ -165,9 +178,9 @@ def overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-def net(target: str, pairs: Sequence[str]) -> ShapedNet:
-    """The net a TARGET names, with its `--set` overrides."""
-    return load(target, overrides=overrides(pairs))
+def net(target: str, pairs: Sequence[str], size: Sequence[int] | None = None) -> ShapedNet:
+    """The net a TARGET names, with its `--set` overrides and its `--input` size."""
+    return load(target, overrides=overrides(pairs), input_shape=size)
 
 
 # ---- shared flag groups ----------------------------------------------------------------------
@@ -233,7 +246,24 @@ def add_calibration(parser: argparse.ArgumentParser) -> None:
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON (schema in netdsl/schemas/)"
+    )
+
+
+def add_input_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        dest="input_size",
+        type=input_size,
+        metavar="CxHxW",
+        help="another input size, e.g. 3x64x64 (the net's input line, same rank)",
+    )
+
+
+def deprecated(old: str, new: str) -> None:
+    """A note for an old flag spelling that still works."""
+    print(f"note: {old} is deprecated here; write {new}", file=sys.stderr)
 
 
 # ---- paths -----------------------------------------------------------------------------------

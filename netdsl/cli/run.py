@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ def register_run(sub: Any) -> None:
         "--top", type=o.whole(1), default=5, metavar="K", help="classes to show (default 5)"
     )
     o.add_seed(r, "seed of the weights and random input")
+    o.add_json(r)
     o.add_weights(r)
     o.add_runtime(r)
     o.add_set(r)
@@ -37,12 +40,20 @@ def register_run(sub: Any) -> None:
 
     b = sub.add_parser("bench", help="time a net or an .onnx model with onnxruntime")
     b.add_argument("model", metavar="MODEL", help=o.MODEL)
-    b.add_argument(
+    sizes = b.add_mutually_exclusive_group()
+    sizes.add_argument(
+        "--batches",
+        type=o.batches,
+        default=None,
+        metavar="B,B,...",
+        help="the batch sizes to time (default 1,8,64)",
+    )
+    sizes.add_argument(
         "--batch",
         type=o.batches,
-        default=[1, 8, 64],
-        metavar="B,B,...",
-        help="batch sizes (default 1,8,64)",
+        default=None,
+        metavar="B",
+        help="time one batch size (a list here is the old spelling of --batches)",
     )
     b.add_argument(
         "--repeats",
@@ -73,8 +84,28 @@ def register_compare(sub: Any) -> None:
     m.add_argument(
         "--batch",
         type=o.whole(1, o.MAX_BATCH),
-        default=2,
-        help="images in the random input (default 2)",
+        default=8,
+        help="images in the random input (default 8)",
+    )
+    m.add_argument(
+        "--atol",
+        type=o.number(0),
+        default=None,
+        help="absolute tolerance: fail (exit 1) above atol + rtol x the scale of A's logits",
+    )
+    m.add_argument(
+        "--rtol",
+        type=o.number(0),
+        default=None,
+        help="tolerance relative to the largest magnitude of A's logits (default by precision: "
+        "fp32 1e-3, fp16 1e-2, int8 0.25 with top-1 agreement >= 50%%; see docs/deploy.md)",
+    )
+    m.add_argument(
+        "--agreement",
+        type=o.number(0, 1),
+        default=None,
+        metavar="F",
+        help="also fail when fewer than this fraction of images agree on the top-1 class",
     )
     o.add_seed(m, "seed of the input and fresh weights")
     o.add_json(m)
@@ -101,7 +132,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, str]:
         if modes.startswith("train"):
             note = (
                 f"note: {args.model} is in training form (batch norms use batch "
-                f"statistics, dropout is on); compile with --inference to run it"
+                f"statistics, dropout is on); compile it without --training-form to run it"
             )
         return args.model, note
     from netdsl.backends.onnx.compile import CompileOptions, compile_net
@@ -145,6 +176,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if x is None:
             raise NetError("running an engine needs a .npy input of N x C x H x W")
         y = run_engine(args.model, x)
+        if args.json:
+            print(json.dumps(_run_report(args, y, "", False), indent=2))
+            return 0
         for i, best in enumerate(ort.top_k(y, args.top)):
             print(f"image {i}: " + ", ".join(f"{c} ({s:.4f})" for c, s in best))
         return 0
@@ -157,13 +191,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         x = ort.load_input(args.input, sess)
     x = ort.check_input(sess, x, args.input or "input")
     y = ort.run(sess, x)
+    probabilities = bool(
+        y.ndim == 2 and np.all(y >= 0) and np.allclose(y.sum(axis=1), 1.0, atol=1e-3)
+    )
+    if args.json:
+        print(json.dumps(_run_report(args, y, note.strip(), probabilities), indent=2))
+        return 0
     if note.strip():
         print(note.strip())
     print(f"output {'x'.join(map(str, y.shape))}")
     if y.ndim != 2:
         print(f"  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}")
         return 0
-    probabilities = bool(np.all(y >= 0) and np.allclose(y.sum(axis=1), 1.0, atol=1e-3))
     label = "probability" if probabilities else "score"
     for i, best in enumerate(ort.top_k(y, args.top)):
         print(f"image {i}: top {len(best)} (class, {label})")
@@ -172,14 +211,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_report(args: argparse.Namespace, y: Any, note: str, probabilities: bool) -> dict[str, Any]:
+    """`run --json`: the output's shape; per image the top classes, or the output's range."""
+    from netdsl.backends.runtime import ort
+
+    report: dict[str, Any] = {
+        "model": args.model,
+        "output": list(y.shape),
+        "notes": [line for line in note.splitlines() if line],
+    }
+    if y.ndim == 2:
+        report["probabilities"] = probabilities
+        report["images"] = [
+            [{"class": c, "score": s} for c, s in best] for best in ort.top_k(y, args.top)
+        ]
+    else:
+        report["range"] = {"min": float(y.min()), "max": float(y.max()), "mean": float(y.mean())}
+    return report
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from netdsl.backends.runtime import compare, ort
 
-    batches: list[int] = args.batch
+    if args.batch is not None and len(args.batch) > 1:
+        o.deprecated("bench --batch B,B,...", "--batches B,B,...")
+    batches: list[int] = args.batches or args.batch or [1, 8, 64]
     if _is_engine(args.model):
         from netdsl.backends.tensorrt.engine import bench_engine
 
         rows = bench_engine(args.model, batches, args.repeats, args.warmup)
+        if args.json:
+            results = [{"batch": b, "median_ms": ms, "images_per_s": ips} for b, ms, ips in rows]
+            print(json.dumps({"model": args.model, "provider": "tensorrt", "results": results}))
+            return 0
         print(f"{args.model} on TensorRT (end to end, copies included), median of {args.repeats}")
         for batch, ms, ips in rows:
             print(f"{batch:>6}  {ms:>11.3f}  {ips:>10.1f}")
@@ -223,13 +287,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
             net = o.net(spec, args.set)
             sides.append(compile_net(net, CompileOptions(mode="inference", seed=args.seed)))
     found, shape = compare.compare(sides[0], sides[1], (first, second), args.batch, args.seed)
+    if args.atol is None and args.rtol is None:
+        tolerance = compare.default_tolerance([compare.precision_of(s) for s in sides])
+        if args.agreement is not None:
+            tolerance = replace(tolerance, agreement=args.agreement)
+    else:
+        tolerance = compare.Tolerance(args.atol or 0.0, args.rtol or 0.0, args.agreement)
+    failures = tolerance.failures(found)
     if args.json:
-        print(json.dumps([d.as_dict() for d in found], indent=2))
-        return 0
+        report = {
+            "a": args.a,
+            "b": args.b or args.a,
+            "providers": [first, second],
+            "input": list(shape),
+            "seed": args.seed,
+            "tolerance": tolerance.as_dict(),
+            "outputs": [d.as_dict() for d in found],
+            "passed": not failures,
+            "failures": failures,
+        }
+        print(json.dumps(report, indent=2))
+        return 1 if failures else 0
     print(
         f"{args.a} ({first}) vs {args.b or args.a} ({second}), "
         f"random input {'x'.join(map(str, shape))} (seed {args.seed})"
     )
     for d in found:
         print("  " + d.render())
+    agree = f", top-1 agreement >= {tolerance.agreement:.0%}" if tolerance.agreement else ""
+    limits = f"atol {tolerance.atol:g}, rtol {tolerance.rtol:g}{agree}"
+    chosen = f"the {tolerance.default} default" if tolerance.default else "given"
+    if failures:
+        print(f"mismatch ({limits}, {chosen}):", file=sys.stderr)
+        for failure in failures:
+            print("  " + failure, file=sys.stderr)
+        return 1
+    print(f"within tolerance ({limits}, {chosen})")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -143,6 +144,7 @@ def register(subparsers: Any) -> None:
     )
     o.add_set(t)
     t.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    o.add_json(t)
     t.set_defaults(func=cmd_train, needs=NEEDS)
 
 
@@ -219,6 +221,21 @@ def _train(args: argparse.Namespace, net: Any, classes: int, config: Config, out
         bar("note", {"text": f"note: {note}"})
     history = train(net, data, config, out, resume=args.resume, report=bar, data_spec=spec)
     last = history[-1]
+    if args.json:
+        report = {
+            "net": net.name,
+            "out": str(out),
+            "data": spec,
+            "epochs": last["epoch"],
+            "test_accuracy": last["test_accuracy"],
+            "test_loss": last["test_loss"],
+            "train_loss": last.get("train_loss"),
+            "train_accuracy": last.get("train_accuracy"),
+            "seconds": sum(r["seconds"] for r in history),
+            "files": ["model.onnx", "metrics.jsonl", "checkpoint.npz", "curves.png"],
+        }
+        print(json.dumps(report, indent=2))
+        return 0
     print(
         f"{net.name}: test accuracy {100 * last['test_accuracy']:.2f} %, test loss "
         f"{last['test_loss']:.4f} after {last['epoch']} epochs "

@@ -83,9 +83,19 @@ CASES = [
     ("compile lenet5 -o {d}/nowhere/x.onnx", 1, "there is no folder"),
     ("compile lenet5 -o {d}/afile/x.onnx", 1, "there is no folder"),
     ("compile lenet5 --opset 12", 2, "argument --opset: takes a whole number from 13 to 17"),
-    ("compile lenet5 --batch 0", 2, "argument --batch: takes a whole number from 1"),
-    ("compile lenet5 --batch nan", 2, "argument --batch: takes a whole number, got 'nan'"),
+    ("compile lenet5 --fixed-batch 0", 2, "argument --fixed-batch: takes a whole number from 1"),
+    ("compile lenet5 --fixed-batch nan", 2, "argument --fixed-batch: takes a whole number, got 'nan'"),
     ("compile lenet5 --batch 99999999999999", 2, "argument --batch"),
+    ("compile lenet5 --fold-bn --training-form", 1, "batch norms fold only in the inference form"),
+    ("compile lenet5 --input 3x0x4", 2, "argument --input: takes sizes from 1"),
+    ("compile lenet5 --input 32x32", 1, "input shape 32x32 has 2 dimension(s); lenet5's input line has 3"),
+    ("check lenet5 --input 3xAx4", 2, "argument --input: takes sizes like 3x64x64"),
+    ("summary lenet5 --input 1x2x2", 1, "error"),
+    ("compare lenet5 --rtol -1", 2, "argument --rtol: takes a number >= 0"),
+    ("compare lenet5 --atol nan", 2, "argument --atol: takes a finite number"),
+    ("compare lenet5 --agreement 1.5", 2, "argument --agreement: takes a number >= 0 and <= 1"),
+    ("bench lenet5 --batches 0,1", 2, "argument --batches"),
+    ("completion tcsh", 2, "argument SHELL: invalid choice"),
     ("compile lenet5 --seed -1", 2, "argument --seed: takes a whole number from 0"),
     ("compile lenet5 --seed 1e400", 2, "argument --seed: takes a whole number"),
     ("compile lenet5 --weights {d}/none.npz -o {d}/o.onnx", 1, "none.npz"),
@@ -146,8 +156,8 @@ CASES = [
     # engine (the parts before TensorRT)
     ("engine {d}/lenet.onnx -o {d}/folder", 1, "it is a folder"),
     ("engine {d}/trainform.onnx", 1, "training form"),
-    ("engine {d}/lenet.onnx --batch 0", 2, "argument --batch: a batch profile takes"),
-    ("engine {d}/lenet.onnx --batch 8:1:4", 2, "argument --batch"),
+    ("engine {d}/lenet.onnx --batch-range 0", 2, "argument --batch-range: a batch profile takes"),
+    ("engine {d}/lenet.onnx --batch-range 8:1:4", 2, "argument --batch-range"),
     ("engine {d}/lenet.onnx --batch 1:2:99999999999", 2, "argument --batch"),
     ("engine {d}/lenet.onnx --workspace 0", 2, "argument --workspace"),
     ("engine {d}/lenet.onnx --workspace 1e400", 2, "argument --workspace"),
@@ -214,7 +224,7 @@ def test_train_says_when_every_default_run_folder_is_taken(
         (errors.WeightsMismatch("2 tensors do not fit"), "compile", "pass --skip-mismatched"),
         (errors.Diverged("the loss is nan", lr=0.5), "train", "try a lower --lr (it was 0.5)"),
         (errors.FixedBatch("fixed batch 4", batch=4), "bench", "bench it with --batch 4"),
-        (errors.NeedsInference("training form"), "engine", "compile with --inference"),
+        (errors.NeedsInference("training form"), "engine", "compile it without --training-form"),
         (errors.DataMissing("no IDX files"), "train", "pass --download"),
         (errors.DataMissing("no IDX files"), "compile", "--data mnist:DIR --download"),
         (errors.NoCheckpoint("no checkpoint", path="x"), "train", "pass the --out folder"),
@@ -306,7 +316,13 @@ def test_memory_running_out_is_an_error_not_a_bug(monkeypatch, capsys) -> None: 
 
 @pytest.mark.parametrize(
     "flags",
-    [[], ["--precision", "fp16"], ["--precision", "int8", "--calib", "digits"], ["--fold-bn"]],
+    [
+        [],
+        ["--precision", "fp16"],
+        ["--precision", "int8", "--calib", "digits"],
+        ["--fold-bn"],
+        ["--training-form"],
+    ],
     ids=lambda f: " ".join(f) or "fp32",
 )
 def test_compile_emits_the_model_once(
@@ -323,8 +339,11 @@ def test_compile_emits_the_model_once(
     out = tmp_path / "lenet.onnx"
     assert main(["compile", "lenet5", "-o", str(out), "--calib-images", "16", *flags]) == 0
     assert len(calls) == 1
-    folded = "int8" in flags or "--fold-bn" in flags
-    assert (calls[0]["mode"], calls[0]["fold_bn"]) == ("inference" if folded else "train", folded)
+    if "--training-form" in flags:
+        assert calls[0]["mode"] == "train"
+        return
+    folded = "int8" in flags or "--fold-bn" in flags  # int8 folds batch norms itself
+    assert (calls[0]["mode"], calls[0]["fold_bn"]) == ("inference", folded)
     onnx.checker.check_model(onnx.load(out))
 
 

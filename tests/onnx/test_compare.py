@@ -37,9 +37,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fp32_against_fp16(models: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert main(["compare", str(models / "fp32.onnx"), str(models / "fp16.onnx"), "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
-    assert row["output"] == "output" and row["shape"] == [2, 10]
+    report = json.loads(capsys.readouterr().out)
+    row, logits = report["outputs"]
+    assert row["output"] == "output" and row["shape"] == [8, 10] and not row["logits"]
     assert 0 < row["max_rel"] < 1e-3 and row["top1_agreement"] == 1.0
+    # the logits before the softmax carry the fp16 error the softmax squashes
+    assert logits["output"] == "fc2" and logits["logits"] and logits["max_abs"] > row["max_abs"]
+    assert report["passed"] and report["tolerance"]["default"] == "fp16"
 
 
 def test_a_net_against_its_own_compiled_model_is_exact(models: Path, capsys) -> None:  # type: ignore[no-untyped-def]
