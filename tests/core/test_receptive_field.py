@@ -136,6 +136,8 @@ BY_HAND = [
     # windows offset against each other: the union (3) is wider than either path (2)
     ("{conv2x2(2, p=(0, 0, 1, 1)) | conv2x2(2, p=(1, 1, 0, 0))}", 3, ", the union of all paths"),
     ("res[conv3x3(2) -> conv3x3(2)]", 5, ", the largest over all paths"),
+    # paths at different strides (2 and 1) that happen to give the same size: joined soundly
+    ("{conv1x1/2(2) | conv13x13(2, p=valid)}", 13, ", the largest over all paths"),
 ]
 
 
