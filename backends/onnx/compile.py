@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from netdsl import memory
+from netdsl.backends.data import atomic
 from netdsl.backends.onnx.emit import to_onnx
 from netdsl.errors import NeedsInference
 from netdsl.shapes import ShapedNet
@@ -123,6 +124,9 @@ def save_model(model: onnx.ModelProto, path: str | Path) -> int:
     out = Path(path)
     size = int(model.ByteSize())
     external = size > MAX_PROTO
+    if not external:
+        atomic.write(out, model.SerializeToString())
+        return size
     if out.is_dir():
         raise NetError(f"cannot write '{out}': it is a folder")
     try:

@@ -16,15 +16,13 @@ before `import tensorrt` are tested here.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from netdsl.backends.data import atomic
 from netdsl.backends.onnx.emit import locate
 from netdsl.backends.tensorrt.profile import Profile as Profile
 from netdsl.backends.tensorrt.profile import parse_profile as parse_profile
@@ -112,29 +110,8 @@ def build_engine(
     if serialized is None:
         raise NetError("TensorRT could not build an engine (its log above says why)")
     if timing_cache is not None:
-        write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
+        atomic.write(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
-
-
-def write_atomically(path: str | Path, data: bytes) -> None:
-    """Write `data` through a temporary file in the same folder, then rename: a failure (a full
-    disk, a kill) leaves the old file or none, never a truncated one."""
-    path = Path(path)
-    if path.is_dir():
-        raise NetError(f"cannot write '{path}': it is a folder")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise NetError(f"cannot write '{path}': {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-        os.replace(tmp, path)
-    except OSError as error:
-        raise NetError(f"cannot write '{path}': {error.strerror or error}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def run_engine(path: str | Path, x: Any) -> Any:
