@@ -39,6 +39,7 @@ def register(sub: Any) -> None:
         help="one box per block of the first N name parts, as in summary --depth",
     )
     o.add_set(d)
+    o.add_json(d)
     d.set_defaults(func=cmd_draw)
 
     e = sub.add_parser("export", help="export a net or an .onnx model for serving")
@@ -98,6 +99,7 @@ def register(sub: Any) -> None:
     t.add_argument(
         "--force", action="store_true", help="replace the model's folder if it already exists"
     )
+    o.add_json(t)
     t.set_defaults(func=cmd_export_triton, needs=ONNX)
 
 
@@ -109,6 +111,9 @@ def cmd_draw(args: argparse.Namespace) -> int:
     draw.draw(net, out, args.depth)
     boxes = len(draw.layout(net, args.depth).boxes)
     depth = f"depth {args.depth}" if args.depth else "every layer"
+    if args.json:
+        print(json.dumps({"output": str(out), "net": net.name, "boxes": boxes}))
+        return 0
     print(f"wrote {out}: {net.name}, {boxes} boxes ({depth})")
     return 0
 
@@ -157,6 +162,10 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
         if serving.max_batch
         else "no batching"
     )
+    if args.json:
+        report = {"output": str(folder), "format": args.format, "source": source}
+        print(json.dumps({**report, "max_batch": serving.max_batch}))
+        return 0
     print(
         f"wrote {folder}/ (config.pbtxt, 1/model.{args.format}): {source}; {batching}; "
         f"{serving.instances} {serving.kind.upper()} instance(s)"
