@@ -258,8 +258,11 @@ def batchnorm(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
     rank = len(g.shape(x))
     axes = [0, *range(2, rank)]
     c_shape = g.ints(-1, *([1] * (rank - 2)))
-    training = bool(attr(node, "training_mode", 0))
-    if training:
+    stats = _batch_statistics(g, node)
+    training = bool(attr(node, "training_mode", 0)) or stats is not None
+    if stats is not None:  # the forward pass's own centred input and variance
+        centred, sigma2 = stats
+    elif training:
         mu = g.add("ReduceMean", [x], axes=axes, keepdims=1)
         centred = g.add("Sub", [x, mu])
         sigma2 = g.add("ReduceMean", [g.add("Mul", [centred, centred])], axes=axes, keepdims=1)
@@ -288,6 +291,38 @@ def batchnorm(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
     out[1] = dscale if want[1] else None
     out[2] = dbias if want[2] else None
     return out
+
+
+def _batch_statistics(g: Grad, node: Node) -> tuple[str, str] | None:
+    """Whether an inference-form BatchNormalization's mean and variance are the batch
+    statistics of its own input, as the training step writes them: mean = ReduceMean(x),
+    var = ReduceMean((x - mean)^2) over every axis but the channels. Then the fused training
+    rule gives the input's whole gradient at once (the same sum as differentiating through
+    the statistics' nodes, in a third of the passes); returns the forward's x - mean and
+    variance tensors, or None."""
+    x, mean, var = node.input[0], node.input[3], node.input[4]
+
+    def made(tensor: str, op: str) -> Node | None:
+        n = g.producers.get(tensor)
+        return n if n is not None and n.op_type == op else None
+
+    rank = len(g.shape(x))
+    axes = [0, *range(2, rank)]
+    reshapes = made(mean, "Reshape"), made(var, "Reshape")
+    if reshapes[0] is None or reshapes[1] is None:
+        return None
+    mu, sigma2 = made(reshapes[0].input[0], "ReduceMean"), made(reshapes[1].input[0], "ReduceMean")
+    if mu is None or sigma2 is None or mu.input[0] != x:
+        return None
+    if any(list(attr(n, "axes", [])) != axes or not attr(n, "keepdims", 1) for n in (mu, sigma2)):
+        return None
+    square = made(sigma2.input[0], "Mul")
+    if square is None or square.input[0] != square.input[1]:
+        return None
+    centred = made(square.input[0], "Sub")
+    if centred is None or list(centred.input) != [x, mu.output[0]]:
+        return None
+    return centred.output[0], sigma2.output[0]
 
 
 # ---- pooling and normalisation -----------------------------------------------------------------

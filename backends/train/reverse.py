@@ -33,6 +33,7 @@ class Grad:
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     initializers: list[onnx.TensorProto] = field(default_factory=list)
     renames: dict[str, str] = field(default_factory=dict)
+    producers: dict[str, onnx.NodeProto] = field(default_factory=dict)  # forward tensor -> node
     prefix: str = "grad"
     count: int = 0
     _shape_of: dict[str, str] = field(default_factory=dict)
@@ -179,6 +180,7 @@ def backward(
     rules: dict[str, Rule],
 ) -> dict[str, str]:
     """The gradients of the tensors `wrt`, given those of some forward tensors (`seeds`)."""
+    g.producers = {o: node for node in nodes for o in node.output}
     live = set(wrt)
     for node in nodes:
         if any(i in live for i in node.input):
