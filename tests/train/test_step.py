@@ -62,6 +62,11 @@ ZOO = {
     "mnist_softmax": None,
     "mnist_mlp": None,
     "mnist_conv": None,
+    "mnist_conv_big": None,
+    "mnist_mlp_sigmoid": None,
+    "mnist_mlp_dropout": None,
+    "mnist_vgg": None,
+    "mnist_resnet": None,
     "alexnet": 67,
     "alexnet_tv": 63,
     "zfnet": 63,
@@ -76,7 +81,7 @@ ZOO = {
     "densenet121": 32,
     "xception": 71,
 }
-SLOW = set(list(ZOO)[7:])
+SLOW = set(list(ZOO)[12:])
 SKIPPED = {
     # deeper copies of a net above (same blocks): the time budget
     "resnet34": "depth",
