@@ -94,16 +94,24 @@ def _deep(x: np.ndarray, mode: str, path: Path) -> np.ndarray:
 
 
 def resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """C×H×W float planes resized with PIL's bilinear filter (antialiased when shrinking)."""
-    from PIL import Image
+    """C×H×W or N×C×H×W float planes resized to height x width: bilinear, pixel centres
+    aligned (as PIL and torch's default), the filter widening when shrinking so that
+    downscaling averages instead of aliasing. The one resize of netdsl: training data
+    (`sources.fit`, mixed-size folders) and `netdsl run`'s images both come through here."""
+    if x.shape[-2:] == (height, width):
+        return np.asarray(x, dtype=np.float32)
+    rows, cols = _weights(x.shape[-2], height), _weights(x.shape[-1], width)
+    out = np.einsum("ih,...hw,jw->...ij", rows, x.astype(np.float32), cols, optimize=True)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
-    if x.shape[1:] == (height, width):
-        return x
-    planes = [
-        np.asarray(Image.fromarray(p, "F").resize((width, height), Image.Resampling.BILINEAR))
-        for p in x.astype(np.float32)
-    ]
-    return np.stack(planes).astype(np.float32)
+
+def _weights(n_in: int, n_out: int) -> np.ndarray:
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    centres = (np.arange(n_out) + 0.5) * scale
+    taps = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None] + 0.5 - centres[:, None]) / support)
+    weights: np.ndarray = (taps / taps.sum(axis=1, keepdims=True)).astype(np.float32)
+    return weights
 
 
 # ---- folder: datasets -------------------------------------------------------------------------
@@ -121,9 +129,12 @@ def classes(path: Path) -> list[str]:
     return found
 
 
-def folder_images(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Every image of `path/<class>/`, with its class id; all must share one size. Grey images
-    among colour ones are repeated to three channels (the module's rule)."""
+def folder_images(
+    path: Path, names: list[str], size: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every image of `path/<class>/`, with its class id, and notes for the user. Images of
+    mixed sizes are resized on load (`resize`) to `size` (H, W), or without one to the
+    commonest size among them; grey images among colour ones are repeated to three channels."""
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(names):
         if not (path / name).is_dir():
@@ -135,19 +146,22 @@ def folder_images(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]
     xs: list[np.ndarray] = []
     for file, _ in files:
         pixels = read(file)
-        if xs and pixels.shape[1:] != xs[0].shape[1:]:
-            raise NetError(
-                f"'{file}' is {'x'.join(map(str, pixels.shape[1:]))}, but '{files[0][0]}' is "
-                f"{'x'.join(map(str, xs[0].shape[1:]))}; images of a folder dataset must share "
-                "one size"
-            )
-        if not xs:  # all share this size: check the whole dataset's size before reading on
+        if not xs:  # check the whole dataset's size (at this image's size) before reading on
             limits.check(
                 f"folder:{path} ({len(files):,} images like '{file.name}')",
                 len(files) * 3 * pixels[0].size * 4,
                 limits.MAX_DATASET_BYTES,
             )
         xs.append(pixels)
+    sizes = [x.shape[1:] for x in xs]
+    target = tuple(size) if size else max(set(sizes), key=sizes.count)
+    notes = []
+    if len(set(sizes)) > 1:
+        h, w = target
+        limits.check(f"folder:{path} at {h}x{w}", len(xs) * 3 * h * w * 4, limits.MAX_DATASET_BYTES)
+        moved = sum(s != target for s in sizes)
+        xs = [resize(x, h, w) for x in xs]
+        notes.append(f"{moved:,} images of other sizes resized to {h}x{w} on load")
     c = max(x.shape[0] for x in xs)
     x = np.stack([np.repeat(p, c, axis=0) if p.shape[0] < c else p for p in xs])
-    return x, np.asarray([label for _, label in files], dtype=np.int64)
+    return x, np.asarray([label for _, label in files], dtype=np.int64), notes

@@ -29,6 +29,8 @@ from netdsl.source import NetError
 KINDS = ("digits", "mnist", "cifar10", "folder", "npz")
 FITS = ("auto", "strict", "resize", "pad")
 SAMPLE = 64  # images per split that a fingerprint hashes, evenly spaced
+DIGITS = tuple(str(d) for d in range(10))
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Dataset:
     y_test: np.ndarray
     notes: tuple[str, ...] = ()
     resizable: bool = False  # the digits: always brought to the net's size
+    classes: tuple[str, ...] = ()  # class names by id, where the data has them
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -52,8 +55,15 @@ class Dataset:
         return f"{self.name}: {len(self.x_train):,} train / {len(self.x_test):,} test, {size}"
 
 
-def load(spec: str, *, download: bool = False, mirror: str | None = None) -> Dataset:
-    """Read the dataset a spec names (see the module's docstring)."""
+def load(
+    spec: str,
+    *,
+    download: bool = False,
+    mirror: str | None = None,
+    size: tuple[int, int] | None = None,
+) -> Dataset:
+    """Read the dataset a spec names (see the module's docstring). A folder dataset of images
+    of mixed sizes is resized on load, to `size` (H, W) if given, else to its commonest size."""
     kind, _, where = spec.partition(":")
     if kind not in KINDS or (kind == "digits") != (not where):
         raise NetError(
@@ -62,7 +72,7 @@ def load(spec: str, *, download: bool = False, mirror: str | None = None) -> Dat
             ["use digits, mnist:DIR, cifar10:DIR, folder:DIR or npz:FILE"],
         )
     if kind == "digits":
-        return digits()
+        return replace(digits(), classes=DIGITS)
     path = Path(where).expanduser()
     if kind == "mnist":
         from netdsl.backends.data import mnist as data_mnist
@@ -70,14 +80,14 @@ def load(spec: str, *, download: bool = False, mirror: str | None = None) -> Dat
         if download:
             data_mnist.download(path, mirror or data_mnist.MIRROR)
         loaded: Dataset = data_mnist.mnist(path)
-        return loaded
+        return replace(loaded, classes=DIGITS)
     if not path.exists():
         raise NetError(f"{spec}: '{path}' does not exist")
     if kind == "cifar10":
         from netdsl.backends.data.cifar import cifar10
 
-        return checked(f"cifar10:{path}", *cifar10(path))
-    return folder(path) if kind == "folder" else npz(path)
+        return replace(checked(f"cifar10:{path}", *cifar10(path)), classes=CIFAR10)
+    return folder(path, size) if kind == "folder" else npz(path)
 
 
 def fit(
@@ -134,20 +144,8 @@ def fit(
 
 
 def resize(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    """Bilinear resize of N×C×H×W, pixel centres aligned (as PIL and torch's default); the
-    filter widens when shrinking, so downscaling averages instead of aliasing."""
-    rows, cols = _weights(x.shape[2], size[0]), _weights(x.shape[3], size[1])
-    out = np.einsum("ih,nchw,jw->ncij", rows, x, cols, optimize=True)
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def _weights(n_in: int, n_out: int) -> np.ndarray:
-    scale = n_in / n_out
-    support = max(scale, 1.0)
-    centres = (np.arange(n_out) + 0.5) * scale
-    taps = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None] + 0.5 - centres[:, None]) / support)
-    weights: np.ndarray = taps / taps.sum(axis=1, keepdims=True)
-    return weights
+    """N×C×H×W brought to `size` (H, W) by the one resize rule, `images.resize`."""
+    return images.resize(x, size[0], size[1])
 
 
 def pad(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
@@ -262,32 +260,27 @@ def npz(path: Path) -> Dataset:
     return checked(f"npz:{path}", a["x_train"], a["y_train"], a["x_test"], a["y_test"])
 
 
-def folder(path: Path) -> Dataset:
+def folder(path: Path, size: tuple[int, int] | None = None) -> Dataset:
     """DIR/<class>/<image> (split 80/20, fixed), or DIR/train/<class>/... and DIR/test/<class>/...
     Classes are the sub-folders in sorted order, ids from 0; images follow `images.py`'s rule."""
     if not path.is_dir():
         raise NetError(f"folder:{path}: '{path}' is not a folder")
     if (path / "train").is_dir() and (path / "test").is_dir():
         names = images.classes(path / "train")
-        x_train, y_train = images.folder_images(path / "train", names)
-        x_test, y_test = images.folder_images(path / "test", names)
+        x_train, y_train, notes = images.folder_images(path / "train", names, size)
+        x_test, y_test, more = images.folder_images(path / "test", names, size or x_train.shape[2:])
         if x_train.shape[1] != x_test.shape[1]:  # grey test images beside colour training ones
             c = max(x_train.shape[1], x_test.shape[1])
             x_train, x_test = (np.repeat(x, c // x.shape[1], axis=1) for x in (x_train, x_test))
-        return checked(
-            f"folder:{path}", x_train, y_train, x_test, y_test, (f"classes: {', '.join(names)}",)
-        )
+        said = (f"classes: {', '.join(names)}", *notes, *more)
+        data = checked(f"folder:{path}", x_train, y_train, x_test, y_test, said)
+        return replace(data, classes=tuple(names))
     names = images.classes(path)
-    x, y = images.folder_images(path, names)
+    x, y, notes = images.folder_images(path, names, size)
     train, test = split(y, 0.2, seed=0)
-    return checked(
-        f"folder:{path}",
-        x[train],
-        y[train],
-        x[test],
-        y[test],
-        (f"classes: {', '.join(names)}; 80/20 split fixed by seed 0",),
-    )
+    said = (f"classes: {', '.join(names)}; 80/20 split fixed by seed 0", *notes)
+    data = checked(f"folder:{path}", x[train], y[train], x[test], y[test], said)
+    return replace(data, classes=tuple(names))
 
 
 def fingerprint(data: Dataset) -> dict[str, Any]:

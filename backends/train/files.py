@@ -35,6 +35,7 @@ from netdsl.shapes import ShapedNet
 from netdsl.source import NetError
 
 CHECKPOINT, MODEL, METRICS, CURVES = "checkpoint.npz", "model.onnx", "metrics.jsonl", "curves.png"
+BEST, CONFIG = "best.onnx", "config.json"
 LOCK, WORK = ".lock", ".work"
 FORMAT = "netdsl-train-checkpoint/1"
 
@@ -150,6 +151,31 @@ def _now() -> str:
 
 def write_metrics(out: Path, history: list[dict[str, float]]) -> None:
     atomic.write(out / METRICS, "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
+def write_config(out: Path, settings: dict[str, Any], data: str, classes: tuple[str, ...]) -> None:
+    """config.json: the run's full settings (`netdsl train --config` reuses them), its data
+    and the class names."""
+    record = {
+        "format": "netdsl-train-config/1",
+        "data": data,
+        "classes": list(classes),
+        "settings": settings,
+    }
+    atomic.write(out / CONFIG, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The settings a config.json holds (and its "data"), checked to be one."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NetError(f"no such configuration file: '{path}'") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise NetError(f"cannot read the configuration '{path}': {error}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        raise NetError(f"'{path}' is not a netdsl training configuration (no settings)")
+    return record
 
 
 def read_metrics(out: Path) -> list[dict[str, float]]:
@@ -273,9 +299,12 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None
     for split in ("train", "test"):
         left.plot(epochs, [r[f"{split}_loss"] for r in history], marker="o", label=split)
         right.plot(epochs, [100 * r[f"{split}_accuracy"] for r in history], marker="o", label=split)
+    from matplotlib.ticker import MaxNLocator
+
     left.set(xlabel="epoch", ylabel="cross-entropy loss", title=f"{title}: loss")
     right.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{title}: accuracy")
     for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -27,9 +27,9 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,6 +39,8 @@ from netdsl.backends.data.sources import fingerprint as data_fingerprint
 from netdsl.backends.onnx import weights as wt
 from netdsl.backends.train import files
 from netdsl.backends.train import optim as sgd
+from netdsl.backends.train import preprocess as pre
+from netdsl.backends.train import report as rep
 from netdsl.backends.train.files import Checkpoint, Progress
 from netdsl.backends.train.graph import LOGITS, inference_model, training_graph, with_logits
 from netdsl.backends.train.settings import RESUMABLE as RESUMABLE  # re-exported
@@ -80,10 +82,12 @@ def train(
         else:
             state = Checkpoint(initial_params(net, config, say), {}, Progress(), {})
         state.meta = {
-            "config": {**asdict(config), "freeze": list(config.freeze)},
+            "config": settings_json(config),
             "data": data_spec,
             "data_fingerprint": prints,
         }
+        norm = pre.normalisation(data.x_train, config.mean, config.std, config.normalise)
+        files.write_config(out, state.meta["config"], data_spec, data.classes)
         optimizer = sgd.make(
             config.optimizer, momentum=config.momentum, weight_decay=config.weight_decay
         )
@@ -93,7 +97,9 @@ def train(
             make: type[Run] = Run
             if config.engine == "onnx":  # the compiler's own training step: native.py
                 from netdsl.backends.train.native import NativeRun as make
-            run = make(net, data, config, out, state.params, work, say)
+            prepared, engine_config = prepare(data, config, norm)
+            run = make(net, prepared, engine_config, out, state.params, work, say)
+            run.norm, run.settings, run.classes = norm, config, data.classes
             run.loop(optimizer, state)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -101,6 +107,23 @@ def train(
         files.write_metrics(out, history)
         files.plot_curves(history, out / files.CURVES, net.name)
     return history
+
+
+def settings_json(config: Config) -> dict[str, Any]:
+    values = asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def prepare(data: Dataset, config: Config, norm: pre.Normalisation) -> tuple[Dataset, Config]:
+    """The data the engine sees (normalised; training images augmented as they are drawn) and
+    the settings it gets (augmentation done here, so its own shift is off)."""
+    fill = (0 - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
+    shift = None if config.shift < 0 else config.shift
+    augment = pre.Augmenter(data.shape, shift, config.flip, fill)
+    x_train = pre.Drawn(norm.apply(data.x_train), augment, config.seed)
+    x_test = norm.apply(data.x_test)
+    prepared = replace(data, x_train=cast(np.ndarray, x_train), x_test=x_test)
+    return prepared, replace(config, shift=0)
 
 
 def check_same_data(meta: dict[str, Any], prints: dict[str, Any], out: Path) -> None:
@@ -151,6 +174,11 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 class Run:
     """One run: the onnxruntime module, the weights it holds, the model it exports."""
 
+    norm: pre.Normalisation | None = None  # the input normalisation (`train` sets these three)
+    settings: Config = Config()  # the run's own settings (`config` is the engine's)
+    classes: tuple[str, ...] = ()
+    predictions: np.ndarray = np.zeros(0, np.int64)  # the last evaluation's, per test image
+
     def __init__(
         self,
         net: ShapedNet,
@@ -195,13 +223,20 @@ class Run:
         c, n, p = self.config, len(self.data.x_train), state.progress
         steps = math.ceil(n / c.batch)
         schedule = sgd.Schedule(c.schedule, c.lr, c.epochs, steps, c.step_size, c.gamma)
+        drawn = self.data.x_train if isinstance(self.data.x_train, pre.Drawn) else None
         for epoch in range(p.epoch, c.epochs):
+            if rep.stop_early(p.history, self.settings.patience):
+                self.say("note", {"text": rep.stopped(p.history, self.settings.patience)})
+                break
             order = np.random.default_rng([c.seed, epoch]).permutation(n)
             start = time.perf_counter() - p.seconds
             for step in range(p.step, steps):
                 batch = order[step * c.batch : (step + 1) * c.batch]
+                if drawn is not None:
+                    drawn.at(epoch, step)
+                lr = schedule.at(epoch, step) * rep.warmup(p.global_step, c.warmup)
                 if len(batch) > 1 or not self.graph.stats:  # one image has no batch variance
-                    self.step(optimizer, batch, epoch, step, schedule.at(epoch, step), p)
+                    self.step(optimizer, batch, epoch, step, lr, p)
                 p.step, p.global_step = step + 1, p.global_step + 1
                 p.seconds = time.perf_counter() - start
                 if c.checkpoint_every and p.global_step % c.checkpoint_every == 0:
@@ -215,6 +250,7 @@ class Run:
                         "steps": steps,
                         **_running(p),
                         "images_per_second": p.seen / max(p.seconds, 1e-9),
+                        "seconds": p.seconds,
                     },
                 )
             record = {"epoch": epoch + 1, **_running(p)}
@@ -222,12 +258,17 @@ class Run:
             record["seconds"] = round(time.perf_counter() - start, 3)
             record["lr"] = schedule.at(epoch, steps - 1)
             record["images_per_second"] = round(p.seen / max(p.seconds, 1e-9), 1)
+            best = rep.is_best(p.history, record)
             p.history.append(record)
             p.next_epoch()
-            self.export(record, state.meta["data"])
+            self.export(record, state.meta["data"], best)
             self.save(optimizer, state)
             files.write_metrics(self.out, p.history)
             self.say("epoch", {"epochs": c.epochs, **record})
+            if epoch == 0:
+                warning = rep.at_chance(record["train_loss"], self.graph.classes, c)
+                if warning:
+                    self.say("note", {"text": f"warning: {warning}"})
 
     def step(
         self,
@@ -238,10 +279,7 @@ class Run:
         lr: float,
         p: Progress,
     ) -> None:
-        c = self.config
         x, y = self.data.x_train[batch], self.data.y_train[batch]
-        if c.shift:
-            x = shifted(x, c.shift, np.random.default_rng([c.seed, epoch, step, 2]))
         loss, logits, *stats = self.module(x, *self.masks(len(batch), epoch, step), y)
         self.watch(float(loss), epoch, step, p)
         if not self.slots:  # onnxruntime allocates the gradients in the first step
@@ -314,21 +352,32 @@ class Run:
             providers=["CPUExecutionProvider"],
         )
         x, y, size = self.data.x_test, self.data.y_test, self.config.eval_batch
-        loss, correct = 0.0, 0
+        loss, guesses = 0.0, []
         for i in range(0, len(x), size):
             scores, z = sess.run(["output", logits], {"input": x[i : i + size]})
-            correct += int((scores.argmax(axis=1) == y[i : i + size]).sum())
+            guesses.append(scores.argmax(axis=1))
             loss += float(cross_entropy(z, y[i : i + size]).sum())
-        return loss / len(x), correct / len(x)
+        self.predictions = np.concatenate(guesses)
+        return loss / len(x), float((self.predictions == y).mean())
 
-    def export(self, record: dict[str, float], data_spec: str) -> None:
+    def export(self, record: dict[str, float], data_spec: str, best: bool = False) -> None:
+        """model.onnx (and best.onnx when the test accuracy is the best yet), each starting
+        with the normalisation the net trained with and recording its preprocessing."""
+        epochs = int(record["epoch"])
         meta = {
-            "trained": f"netdsl train: {record['epoch']} epochs on {data_spec or 'data'}, "
-            f"test accuracy {record['test_accuracy']:.4f}",
-            "preprocessing": "N×C×H×W float32, pixels scaled to [0, 1]",
+            "trained": f"netdsl train: {epochs} epoch{'s' if epochs != 1 else ''} on "
+            f"{data_spec or 'data'}, test accuracy {record['test_accuracy']:.4f}",
+            "preprocessing": "N×C×H×W float32, pixels scaled to [0, 1]; "
+            + ("normalised inside the model" if self.norm else "no normalisation"),
         }
-        model = inference_model(self.net, self.params, meta)
-        atomic.write(self.out / files.MODEL, model.SerializeToString())
+        norm = self.norm or pre.normalisation(self.data.x_test[:1], None, None, False)
+        meta.update(pre.metadata(self.data.shape, norm, self.classes))
+        model = pre.with_normalisation(inference_model(self.net, self.params, meta), norm)
+        blob = model.SerializeToString()
+        atomic.write(self.out / files.MODEL, blob)
+        if best:
+            atomic.write(self.out / files.BEST, blob)
+            rep.write_confusion(self.out, self.data.y_test, self.predictions, self.classes)
 
     def save(self, optimizer: sgd.Optimizer, state: Checkpoint) -> None:
         for name in self.trainable:
@@ -340,14 +389,10 @@ class Run:
 
 
 def shifted(x: np.ndarray, most: int, rng: np.random.Generator) -> np.ndarray:
-    """Each image moved by up to `most` pixels each way, zeros filling in."""
-    n, c, h, w = x.shape
-    padded = np.zeros((n, c, h + 2 * most, w + 2 * most), dtype=x.dtype)
-    padded[:, :, most : most + h, most : most + w] = x
-    out = np.empty_like(x)
-    for i, (dy, dx) in enumerate(rng.integers(0, 2 * most + 1, size=(n, 2)).tolist()):
-        out[i] = padded[i, :, dy : dy + h, dx : dx + w]
-    return out
+    """Each image moved by up to `most` pixels each way (-1: the automatic amount), zeros
+    filling in, along the axes large enough for it (`preprocess.shifts`)."""
+    fill = np.zeros(x.shape[1], np.float32)
+    return pre.Augmenter(x.shape[1:], None if most < 0 else most, False, fill)(x, rng)
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

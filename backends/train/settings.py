@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from netdsl.backends.data.sources import FITS
 from netdsl.backends.onnx import weights as wt
@@ -19,8 +19,13 @@ from netdsl.backends.train import optim as sgd
 from netdsl.backends.train.files import Checkpoint
 from netdsl.source import NetError
 
-RESUMABLE = ("epochs", "threads", "checkpoint_every", "eval_batch")  # may change on resume
+RESUMABLE = ("epochs", "threads", "checkpoint_every", "eval_batch", "patience")  # on resume
 INT_MAX = 2**31 - 1
+# The defaults, chosen by bench/defaults.py across the MNIST textbook nets (docs/training.md)
+DEFAULT_OPTIMIZER = "adamw"
+DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adamw": 0.01}
+DEFAULT_WARMUP = 100
 
 
 @dataclass(frozen=True)
@@ -29,17 +34,23 @@ class Config:
 
     epochs: int = 20
     batch: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.1
+    optimizer: str = DEFAULT_OPTIMIZER
+    lr: float = 0.0  # 0: the optimizer's default (DEFAULT_LR)
     momentum: float = 0.9
-    weight_decay: float = 0.0
+    weight_decay: float = -1.0  # below 0: the optimizer's default (DEFAULT_WEIGHT_DECAY)
+    warmup: int = DEFAULT_WARMUP  # steps over which the learning rate rises linearly from 0
     schedule: str = "cosine"
     step_size: int = 10
     gamma: float = 0.1
     seed: int = 0
     init: str = "auto"
     fit: str = "auto"  # how images met the net's input size (data/sources.py's `fit`)
-    shift: int = 2  # augmentation: random translations of up to this many pixels
+    shift: int = -1  # augmentation: random shifts up to this many pixels; -1: size / 14
+    flip: bool = False  # augmentation: random horizontal flips
+    normalise: bool = True  # per-channel mean/std: `mean`/`std`, or measured on the training set
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    patience: int = 0  # stop after this many epochs without a better test accuracy; 0: never
     threads: int = 0  # onnxruntime's intra-op threads; 0: one per core
     checkpoint_every: int = 200  # steps; 0: only at the end of each epoch
     eval_batch: int = 500
@@ -50,6 +61,14 @@ class Config:
     device: str = "cpu"  # cpu or cuda (the onnx engine)
 
     def __post_init__(self) -> None:
+        if self.optimizer in DEFAULT_LR and self.lr == 0:
+            object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
+        wd = self.weight_decay
+        if self.optimizer in DEFAULT_LR and isinstance(wd, (int, float)) and wd < 0:
+            object.__setattr__(self, "weight_decay", DEFAULT_WEIGHT_DECAY[self.optimizer])
+        for name in ("mean", "std", "freeze"):
+            if isinstance(getattr(self, name), list):  # as JSON gives it back
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         problem = next(_problems(self), None)
         if problem:
             raise NetError(f"invalid training setting: {problem}")
@@ -61,7 +80,9 @@ INTS = (
     ("batch", 1, INT_MAX, "the batch size"),
     ("step_size", 1, INT_MAX, "the step schedule's step size"),
     ("eval_batch", 1, INT_MAX, "the evaluation batch size"),
-    ("shift", 0, 1024, "the augmentation shift"),
+    ("shift", -1, 1024, "the augmentation shift (-1: automatic)"),
+    ("warmup", 0, INT_MAX, "the warm-up steps"),
+    ("patience", 0, INT_MAX, "the early-stopping patience"),
     ("threads", 0, 4096, "the number of threads"),
     ("checkpoint_every", 0, INT_MAX, "the checkpoint interval"),
     ("seed", 0, 2**63 - 1, "the seed"),
@@ -86,6 +107,19 @@ def _problems(c: Config) -> Iterator[str]:
         real = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not real or not fits(float(v)):
             yield f"{what} ({name}) must be a finite number {words}, got {v!r}"
+    for name in ("mean", "std"):
+        v = getattr(c, name)
+        if v is not None and not (
+            isinstance(v, tuple)
+            and v
+            and all(isinstance(e, (int, float)) and math.isfinite(e) for e in v)
+        ):
+            yield f"{name} must be one or more finite numbers, got {v!r}"
+    if c.std is not None and any(e <= 0 for e in c.std):
+        yield f"std must be above 0, got {c.std!r}"
+    for name in ("flip", "normalise", "skip_mismatched"):
+        if not isinstance(getattr(c, name), bool):
+            yield f"{name} must be true or false, got {getattr(c, name)!r}"
     for name, allowed in (
         ("optimizer", sgd.OPTIMIZERS),
         ("schedule", sgd.SCHEDULES),
@@ -101,9 +135,23 @@ def _problems(c: Config) -> Iterator[str]:
 def saved_config(state: Checkpoint) -> Config:
     values = dict(state.meta["config"])
     try:
-        return Config(**{**values, "freeze": tuple(values.get("freeze", ()))})
-    except TypeError as error:
+        return from_dict(values)
+    except NetError as error:
         raise NetError(f"the checkpoint's settings are damaged ({error})") from None
+
+
+def from_dict(values: dict[str, object], where: str = "the settings") -> Config:
+    """A Config from its JSON form (config.json, a checkpoint): unknown keys are refused; older
+    files' missing keys take the defaults of their day where those changed."""
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise NetError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    old = {"shift": 2, "warmup": 0, "normalise": False} if "warmup" not in values else {}
+    try:
+        return Config(**{**old, **values})  # type: ignore[arg-type]
+    except TypeError as error:
+        raise NetError(f"{where} are damaged ({error})") from None
 
 
 def check_resumable(saved: Config, config: Config) -> None:

@@ -154,13 +154,9 @@ RESUMABLE = ("epochs", "threads", "checkpoint_every")
 
 def config_from(args: argparse.Namespace) -> Config:
     """The run's settings: the options given, the defaults for the rest."""
-    from netdsl.backends.train import optim as sgd
     from netdsl.backends.train.settings import Config
 
     given: dict[str, Any] = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
-    optimizer = given.get("optimizer", "sgd")
-    given.setdefault("lr", sgd.DEFAULT_LR[optimizer])
-    given.setdefault("weight_decay", 0.01 if optimizer == "adamw" else 0.0)
     return Config(
         **given,
         fit=args.fit or "auto",

@@ -1,0 +1,206 @@
+"""Preprocessing that travels with a trained model: normalisation, augmentation, metadata.
+
+Between the data room (`backends/data`: images as N×C×H×W float32 in [0, 1]) and the training
+loop (`loop.py`). Before a run, `normalisation` picks the per-channel mean and standard deviation
+(measured on the training split, or given) and the loop trains on normalised images. The model
+the run exports starts with that normalisation as ONNX nodes (`with_normalisation`: Sub, Div on
+the input), so any runtime that feeds it [0, 1] pixels gets what the net was trained on, and
+its metadata (`metadata`) says how images become those pixels (size, channels, scale, the
+resize rule of `backends/data/images.py`, mean, std, class names): `netdsl run` and `compare`
+read it back (`read_metadata`). Per step, `Augmenter` draws the random shifts (a zero-padded
+random crop: the same thing) and horizontal flips of a batch; a shift moves an axis only by up to
+an eighth of its size (none on an axis of one pixel: a 1-D signal stays whole).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from netdsl.source import NetError
+
+KEY = "netdsl.preprocessing"  # the model's metadata entry (JSON)
+AUTO_SHIFT = 14  # the automatic shift is an axis's size / 14: 2 px on MNIST's 28, 0 below 7
+MIN_STD = 1e-6  # a channel that never varies is divided by 1, not by ~0
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        mean, std = self.arrays(x.shape[1])
+        return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+    def arrays(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        shape = (1, channels, 1, 1)
+        mean = np.asarray(self.mean, np.float32).reshape(shape)
+        return mean, np.asarray(self.std, np.float32).reshape(shape)
+
+    @property
+    def identity(self) -> bool:
+        return all(m == 0 for m in self.mean) and all(s == 1 for s in self.std)
+
+
+def normalisation(
+    x: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None, normalise: bool
+) -> Normalisation:
+    """The run's per-channel normalisation: the given mean/std, else (with `normalise`) those
+    of the training images `x`, else the identity. One value given for C channels is repeated."""
+    c = x.shape[1]
+    if not normalise:
+        return Normalisation((0.0,) * c, (1.0,) * c)
+    if mean is None:
+        m = tuple(float(v) for v in x.mean(axis=(0, 2, 3), dtype=np.float64))
+    else:
+        m = _per_channel(mean, c, "mean")
+    if std is None:
+        s = tuple(float(v) for v in x.std(axis=(0, 2, 3), dtype=np.float64))
+    else:
+        s = _per_channel(std, c, "std")
+    if any(v <= 0 for v in s):
+        raise NetError(f"the standard deviations must be above 0, got {', '.join(map(str, s))}")
+    return Normalisation(tuple(round(v, 6) for v in m), tuple(max(round(v, 6), MIN_STD) for v in s))
+
+
+def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
+    if len(values) == 1:
+        return (float(values[0]),) * channels
+    if len(values) != channels:
+        raise NetError(
+            f"{len(values)} {what} values for images of {channels} channels (give 1 or {channels})"
+        )
+    return tuple(float(v) for v in values)
+
+
+def shifts(size: Sequence[int], shift: int | None) -> tuple[int, ...]:
+    """The largest shift along each spatial axis: `shift` pixels (None: the axis's size /
+    AUTO_SHIFT), never more than an eighth of the axis, so an axis of a few pixels keeps still."""
+    return tuple(min(n // AUTO_SHIFT if shift is None else shift, n // 8) for n in size)
+
+
+class Augmenter:
+    """A batch's random shifts (zero-filled in pixel space) and horizontal flips."""
+
+    def __init__(
+        self, image: Sequence[int], shift: int | None, flip: bool, fill: np.ndarray
+    ) -> None:
+        self.most = shifts(image[1:], shift)
+        self.flip = flip
+        self.fill = fill.reshape(1, -1, 1, 1).astype(np.float32)  # a black pixel, normalised
+
+    @property
+    def active(self) -> bool:
+        return self.flip or any(self.most)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if not self.active:
+            return x
+        n, _, h, w = x.shape
+        my, mx = self.most
+        if my or mx:
+            padded = np.empty((n, x.shape[1], h + 2 * my, w + 2 * mx), np.float32)
+            padded[...] = self.fill
+            padded[:, :, my : my + h, mx : mx + w] = x
+            moves = rng.integers(0, [2 * my + 1, 2 * mx + 1], size=(n, 2)).tolist()
+            x = np.empty_like(x)
+            for i, (dy, dx) in enumerate(moves):
+                x[i] = padded[i, :, dy : dy + h, dx : dx + w]
+        if self.flip:
+            turn = rng.random(n) < 0.5
+            x = x.copy() if not (my or mx) else x
+            x[turn] = x[turn, :, :, ::-1]
+        return x
+
+
+class Drawn:
+    """The training images as the engine draws them: `images[batch]` gives the batch augmented
+    by a generator seeded by (seed, epoch, step), the position the loop sets with `at`, so a
+    resumed run draws what an uninterrupted one does. Engines index it like an array."""
+
+    def __init__(self, x: np.ndarray, augment: Augmenter, seed: int) -> None:
+        self.x, self.augment, self.seed = x, augment, seed
+        self.shape, self.dtype, self.ndim = x.shape, x.dtype, x.ndim
+        self.position = (0, 0)
+
+    def at(self, epoch: int, step: int) -> None:
+        self.position = (epoch, step)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, *self.position, 2])
+        return self.augment(self.x[index], rng)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.x if dtype is None else self.x.astype(dtype)
+
+
+# ---- what the exported model carries ---------------------------------------------------------
+
+
+def with_normalisation(model: Any, norm: Normalisation, input_name: str = "input") -> Any:
+    """`model` with (input - mean) / std as its first two nodes, so every runtime applies it."""
+    from onnx import helper, numpy_helper
+
+    if norm.identity:
+        return model
+    graph = model.graph
+    c = len(norm.mean)
+    mean, std = norm.arrays(c)
+    inner = f"{input_name}_normalised"
+    for node in graph.node:
+        node.input[:] = [inner if name == input_name else name for name in node.input]
+    for output in graph.output:
+        if output.name == input_name:
+            raise NetError("a model whose output is its input cannot carry a normalisation")
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(mean, "preprocess.mean"),
+            numpy_helper.from_array(std, "preprocess.std"),
+        ]
+    )
+    nodes = [
+        helper.make_node("Sub", [input_name, "preprocess.mean"], ["preprocess.centred"]),
+        helper.make_node("Div", ["preprocess.centred", "preprocess.std"], [inner]),
+    ]
+    rest = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*nodes, *rest])  # at the start: the graph stays topologically sorted
+    return model
+
+
+def metadata(image: Sequence[int], norm: Normalisation, classes: Sequence[str]) -> dict[str, str]:
+    """The model's metadata entry: how an image becomes the model's input, and its classes."""
+    c, h, w = image
+    record = {
+        "input": [c, h, w],
+        "layout": "NCHW float32",
+        "scale": "pixels / 255 (8-bit), / 65535 (16-bit): [0, 1]",
+        "resize": "bilinear, pixel centres aligned, antialiased when shrinking "
+        "(netdsl.backends.data.images.resize)",
+        "channels": "grey: ITU-R 601-2 luma; colour from grey: the plane repeated",
+        "normalisation": "inside the model (its first nodes)" if not norm.identity else "none",
+        "mean": list(norm.mean),
+        "std": list(norm.std),
+        "classes": list(classes),
+    }
+    return {KEY: json.dumps(record)}
+
+
+def read_metadata(props: dict[str, str]) -> dict[str, Any]:
+    """The preprocessing a model records (its metadata_props), or {} if it records none."""
+    text = props.get(KEY)
+    if not text:
+        return {}
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
