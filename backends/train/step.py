@@ -89,7 +89,7 @@ def to_training_step(
     opt = Optimizer(optimizer) if isinstance(optimizer, str) else optimizer
     if not 0.0 <= label_smoothing < 1.0:
         raise NetError(f"label smoothing must lie in [0, 1), got {label_smoothing}")
-    classes = _check(net)
+    classes = check_trainable(net)
     params = dict(params) if params is not None else wt.initialise(net, "auto", 0)
     frozen_set, fixed_stats = set(frozen), set(frozen_stats)
     e = emit.Emitter(net, dict(params), "train")
@@ -182,7 +182,9 @@ def to_training_step(
     return result
 
 
-def _check(net: ShapedNet) -> int:
+def check_trainable(net: ShapedNet) -> int:
+    """Refuse a net the step cannot train (every op has gradient rules, so only a net whose
+    output is not a vector of class scores); return the number of classes."""
     out = net.nodes[net.output]
     if len(out.shape) != 1 or out.shape[0] < 2:
         raise NetError(
