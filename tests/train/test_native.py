@@ -132,3 +132,13 @@ def test_cuda_without_a_cuda_onnxruntime_is_one_error() -> None:
     step = to_training_step(net, params=params)
     with pytest.raises(NetError, match="onnxruntime-gpu"):
         NativeEngine(step, step.initial_state(params), device="cuda")
+
+
+def test_a_net_onnxruntime_training_refuses_trains_natively(tmp_path: Path) -> None:
+    """deconv has no CPU gradient in onnxruntime-training; the native step differentiates it."""
+    net = netdsl.parse(
+        "input 2x8x8\nconv3x3/2(4, p=1) -> relu -> deconv(4, k=2) -> relu -> gap -> fc(3) -> softmax"
+    )
+    config = Config(epochs=3, batch=8, lr=0.1, schedule="constant", shift=0, threads=1)
+    history = train(net, _data(), config, tmp_path / "deconv")
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
