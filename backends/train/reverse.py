@@ -140,6 +140,14 @@ class Grad:
 
 
 Rule = Callable[[Grad, onnx.NodeProto, list[str | None], list[bool]], list[str | None]]
+Out = list[str | None]  # a rule's result: one gradient (or None) per input
+
+
+def first(dys: list[str | None]) -> str:
+    """The gradient of a node's first output (a rule runs only when it exists)."""
+    dy = dys[0]
+    assert dy is not None
+    return dy
 
 
 def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
