@@ -23,11 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from netdsl.backends.data import atomic
 from netdsl.backends.onnx import emit
 from netdsl.backends.onnx import weights as wt
 from netdsl.backends.train import graph as lowered
@@ -180,6 +182,35 @@ def to_training_step(
         for name, array in result.initial_state(params).items():
             result.model.graph.initializer.append(numpy_helper.from_array(array, name))
     return result
+
+
+def write_training_step(
+    net: ShapedNet,
+    path: str | Path,
+    optimizer: Optimizer | str = "sgd",
+    *,
+    init: str = "auto",
+    seed: int = 0,
+    weights: str | Path | Mapping[str, np.ndarray] | None = None,
+    label_smoothing: float = 0.0,
+    input_grad: bool = False,
+) -> TrainingStep:
+    """`to_training_step` with fresh weights (`init`, `seed`) or those of a file (`weights`,
+    matched by name) stored as the inputs' defaults, written atomically to `path`: the file
+    trains as it stands."""
+    params = wt.initialise(net, init, seed)
+    if weights is not None:
+        params, _ = wt.merge(params, weights)
+    step = to_training_step(
+        net,
+        optimizer,
+        params=params,
+        label_smoothing=label_smoothing,
+        input_grad=input_grad,
+        defaults=True,
+    )
+    atomic.write(path, step.model.SerializeToString())
+    return step
 
 
 def check_trainable(net: ShapedNet) -> int:

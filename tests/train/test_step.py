@@ -329,3 +329,16 @@ def test_update_matches_torch_optim(case: str) -> None:
         weight.grad = torch.tensor(grad)
         reference.step()
         np.testing.assert_allclose(p, weight.detach().numpy(), rtol=2e-6, atol=2e-7)
+
+
+def test_written_step_file_is_checked_onnx(tmp_path: Path) -> None:
+    from netdsl.backends.train.step import write_training_step
+
+    net = netdsl.load("lenet5")
+    path = tmp_path / "step.onnx"
+    step = write_training_step(net, path, Optimizer("sgd", nesterov=True), seed=3)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.name for o in model.graph.output] == [o.name for o in step.model.graph.output]
+    stored = {t.name for t in model.graph.initializer}
+    assert set(step.trainable) | set(step.state) <= stored
