@@ -28,7 +28,7 @@ def _figure(width: float, height: float) -> Any:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    return plt.figure(figsize=(width, height), dpi=110)
+    return plt.figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
 def _save(fig: Any, path: Path) -> None:

@@ -171,7 +171,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 f"{args.patch}x{args.patch} patch of {args.fill:g} (red: drop)"
             )
         np.save(arrays, found)
-        labels = [f"label {int(t)}, class {int(c)}" for t, c in zip(y, chosen, strict=True)]
+        scored = "predicted" if args.label is None else "class"
+        labels = [f"label {int(t)}, {scored} {int(c)}" for t, c in zip(y, chosen, strict=True)]
         pictures.image_maps(x, found, labels, out, title, signed=args.kind == "occlusion")
         report.update(
             npy=str(arrays),
@@ -193,7 +194,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 f"{layer} has {len(order)} channels (0 to {len(order) - 1}), not {bad[0]}"
             )
         np.save(arrays, order)
-        title = f"{name}: the {k} test images with the largest {args.by} activation of {layer}"
+        title = (
+            f"{name}: the {k} test images with the largest {args.by} activation of {layer}, "
+            "per channel (label: activation)"
+        )
         pictures.top_grid(x, order[channels], values[channels], channels, y, out, title)
         report.update(
             npy=str(arrays),

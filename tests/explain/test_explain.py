@@ -46,7 +46,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, digits: Any) -> onnx.Model
     x, y = digits
     data = Dataset("mnist 2k", x[:TRAIN], y[:TRAIN], x[TEST : TEST + 500], y[TEST : TEST + 500])
     out = tmp_path_factory.mktemp("lenet")
-    config = Config(epochs=3, batch=32, lr=0.05, shift=0, engine="onnx", checkpoint_every=0)
+    config = Config(
+        epochs=3, batch=32, optimizer="sgd", lr=0.1, shift=0, engine="onnx", checkpoint_every=0
+    )
     history = train(netdsl.load("lenet5"), data, config, out)
     assert history[-1]["test_accuracy"] > 0.85
     return onnx.load(out / "model.onnx")
@@ -68,23 +70,20 @@ def _near_strokes(x: np.ndarray, radius: int) -> np.ndarray:
     return np.asarray(sliding_window_view(ink, window, axis=(1, 2)).any(axis=(3, 4)))
 
 
-def test_saliency_falls_on_and_around_the_strokes(trained: onnx.ModelProto, digits: Any) -> None:
-    # The raw gradient of this tanh LeNet also lights the pixels just beside a stroke (ink
-    # added there changes the score too), so strokes beat the whole background by ~1.3x
-    # (measured), the background 3 px away from any stroke by ~2.2x.
+def test_saliency_falls_around_the_strokes(trained: onnx.ModelProto, digits: Any) -> None:
+    # The raw gradient of this tanh LeNet, trained on normalised inputs as `netdsl train` does,
+    # is largest where ink would change the score: on and just beside the strokes, less on the
+    # strokes themselves (measured: strokes 0.8x the rest of the image; the digit's 3 px
+    # surroundings 1.85x the far background). So the check is on the surroundings.
     x, y = digits
     images = x[TEST : TEST + 20]
     found, chosen = maps.saliency(trained, images, y[TEST : TEST + 20])
     assert found.shape == (20, 32, 32) and list(chosen) == list(y[TEST : TEST + 20])
     near = _near_strokes(images, 3)
-    strokes = images[:, 0] > 0.5
-    on = np.mean([m[s].mean() for m, s in zip(found, strokes, strict=True)])
-    far = np.mean([m[~n].mean() for m, n in zip(found, near, strict=True)])
-    rest = np.mean([m[~s].mean() for m, s in zip(found, strokes, strict=True)])
-    assert on > 1.6 * far and on > 1.15 * rest
-    # the strokes and their 3 px surroundings hold far more of the mass than of the area
-    share = np.mean([m[n].sum() / m.sum() / n.mean() for m, n in zip(found, near, strict=True)])
-    assert share > 1.4
+    inside = np.mean([m[n].mean() for m, n in zip(found, near, strict=True)])
+    outside = np.mean([m[~n].mean() for m, n in zip(found, near, strict=True)])
+    assert inside > 1.4 * outside
+    assert all(m[n].mean() > m[~n].mean() for m, n in zip(found, near, strict=True))
 
 
 def test_occlusion_falls_on_the_strokes(trained: onnx.ModelProto, digits: Any) -> None:
@@ -105,7 +104,9 @@ def test_saliency_is_the_gradient_pytorch_computes(trained: onnx.ModelProto, dig
     x, _ = digits
     images = torch.tensor(x[TEST : TEST + 4], requires_grad=True)
     classes = [3, 1, 4, 1]
-    peer(images)[range(4), classes].sum().backward()
+    # train writes the per-channel normalisation into the model, in front of the net
+    mean, std = (torch.tensor(weights[f"preprocess.{k}"]) for k in ("mean", "std"))
+    peer((images - mean) / std)[range(4), classes].sum().backward()
     expected = images.grad.abs().amax(dim=1).numpy()
     found, _ = maps.saliency(trained, x[TEST : TEST + 4], classes)
     assert np.allclose(found, expected, rtol=1e-4, atol=1e-6 * expected.max())
