@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing is None:
             return _bug(error)
         needs = getattr(args, "needs", None)
-        if needs is not None and RANK[needs[0]] > RANK[missing.extra]:
+        if needs is not None and RANK.get(needs[0], 0) > RANK.get(missing.extra or "", 0):
             missing = MissingExtra(missing.modules, needs[0], f"netdsl {args.command}")
         print(missing.render(), file=sys.stderr)
         return USAGE
