@@ -1,28 +1,33 @@
-"""netdsl train beside PyTorch on the CPU: the same net, data, batch, optimizer and threads.
+"""One training step, three ways, on the CPU: netdsl's native engine, PyTorch eager, and
+netdsl's ort-training engine, side by side in one run.
 
-LeNet-5 (nets/lenet5.net, and bench/peers.py's LeNet5 with the same initial weights copied by
-name) on the same data: MNIST's first 8,000 / last 2,000 test images of ../shared/data/mnist,
-padded to 32x32 (scikit-learn's digits, resized, where that folder is absent), the same batches
-in the same order with the same random shifts, SGD with momentum 0.9 and the same cosine
-learning rate, the same thread count for onnxruntime and torch.
+The step alone (no data loading, augmentation, evaluation or checkpoint: bench/bench_e2e.py
+times those): a batch of images in, the loss, gradients and an SGD-momentum update (0.9) done.
+The same net, the same initial weights (netdsl's initialisation, copied into the PyTorch twin of
+bench/peers.py by tensor name), the same batches in the same order, the same thread count for
+onnxruntime and torch:
+- lenet5 on MNIST (the first 8,000 training images of ../shared/data/mnist, padded to 32x32;
+  scikit-learn's digits resized where that folder is absent);
+- resnet18_cifar (bench/nets/resnet18_cifar.net: ResNet-18 with the 3x3 stem of CIFAR recipes,
+  3x32x32) on random images: the data does not change a step's time.
 
-(a) Throughput: training steps of the two taking turns (bench.common.interleaved: a turn during
-which other processes kept CPUs busy is not counted), for each batch size and thread count;
-images/s = batch / median step time; the ratio is netdsl's over PyTorch's.
-(b) Accuracy: both trained for --epochs from the same weights on the same batches, then
-evaluated on the test split (netdsl: its exported inference model; PyTorch: eval mode).
+The three take turns (bench.common.interleaved: a turn during which other processes kept CPUs
+busy is not counted, while any undisturbed one exists); images/s = batch / median step time; the
+ratios are native over PyTorch and native over ort-training. Each candidate's first loss, from
+the same weights and batch, is printed too: they must agree (a check that the nets are twins).
+ort-training runs where onnxruntime.training imports (Python <= 3.11, the `ort-training` extra).
 
-    .venv/bin/python -m bench.bench_train [--batch 32,64,128] [--threads 1,2] [--epochs 5]
-        [--accuracy-batch 32] [--json out.json]
+    nice -n 10 .venv/bin/python -m bench.bench_train [--nets lenet5,resnet18_cifar]
+        [--batch 32,128,256] [--threads 1,2] [--rounds 3] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import importlib.util
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,200 +36,197 @@ import torch
 
 import netdsl
 from bench import peers
-from bench.common import interleaved, machine, markdown, wait_quiet, write_json
+from bench.common import ROOT, interleaved, machine, markdown, wait_quiet, write_json
 from netdsl.backends.data import sources as datasets
 from netdsl.backends.train import optim as sgd
 from netdsl.backends.train.files import Progress
-from netdsl.backends.train.loop import Config, Run, initial_params, shifted
+from netdsl.backends.train.loop import Run, initial_params
+from netdsl.backends.train.native import NativeEngine, NativeRun
+from netdsl.backends.train.settings import Config
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST = ROOT.parent / "shared" / "data" / "mnist"
+CIFAR_NET = ROOT / "bench" / "nets" / "resnet18_cifar.net"
+HAS_ORT_TRAINING = importlib.util.find_spec("onnxruntime.training") is not None
+LR = 0.01  # constant: a schedule's arithmetic is not part of a step
 
 
-def load() -> tuple[netdsl.ShapedNet, datasets.Dataset]:
-    net = netdsl.load("lenet5")
-    if (MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        data = datasets.fit(datasets.load(f"mnist:{MNIST}"), net.input_shape, 10, "lenet5", "pad")
+def load(name: str, train: int = 8000) -> tuple[netdsl.ShapedNet, datasets.Dataset]:
+    """The net and its data (`train` training images at most)."""
+    if name == "lenet5":
+        net = netdsl.load("lenet5")
+        if (MNIST / "t10k-images-idx3-ubyte.gz").exists():
+            data = datasets.load(f"mnist:{MNIST}")
+            data = datasets.fit(data, net.input_shape, 10, "lenet5", "pad")
+        else:
+            data = datasets.fit(datasets.load("digits"), net.input_shape, 10, "lenet5")
+    elif name == "resnet18_cifar":
+        net = netdsl.load(str(CIFAR_NET))
+        data = random_images(net.input_shape, train, max(train // 5, 10))
     else:
-        data = datasets.fit(datasets.load("digits"), net.input_shape, 10, "lenet5")
-    return net, data
+        raise SystemExit(f"unknown net {name} (lenet5, resnet18_cifar)")
+    keep = slice(0, train)
+    return net, datasets.checked(
+        data.name, data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, data.notes
+    )
 
 
-class Trainer:
-    """One framework's training state, stepping through the shared batch order."""
+def random_images(shape: tuple[int, ...], train: int, test: int) -> datasets.Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.random((train + test, *shape), dtype=np.float32)
+    y = rng.integers(0, 10, train + test).astype(np.int64)
+    notes = ("random images: a step's time does not depend on the pixels",)
+    return datasets.checked("random", x[:train], y[:train], x[train:], y[train:], notes)
 
-    def __init__(self, net: netdsl.ShapedNet, data: datasets.Dataset, config: Config) -> None:
-        self.data, self.config = data, config
-        self.steps = math.ceil(len(data.x_train) / config.batch)
-        self.schedule = sgd.Schedule("cosine", config.lr, config.epochs, self.steps)
-        self.position = 0
-        self.params = initial_params(net, config, lambda kind, values: None)
 
-    def next(self) -> tuple[np.ndarray, float, int, int]:
-        """The next batch's indices, learning rate, epoch and step (the order `train` uses)."""
-        epoch, step = divmod(self.position, self.steps)
+def twin(name: str) -> torch.nn.Module:
+    """The PyTorch twin, without the trailing softmax (CrossEntropyLoss takes logits)."""
+    if name == "resnet18_cifar":
+        return peers.ResNet18Cifar(softmax=False)
+    return peers.build(name, softmax=False)
+
+
+class Batches:
+    """The shared batch order: a fixed permutation, cycled."""
+
+    def __init__(self, data: datasets.Dataset, batch: int) -> None:
+        self.data, self.batch = data, batch
+        self.order = np.random.default_rng(0).permutation(len(data.x_train))
+        self.steps, self.position = len(self.order) // batch, 0
+
+    def next(self) -> np.ndarray:
+        k = self.position % self.steps
         self.position += 1
-        n, size = len(self.data.x_train), self.config.batch
-        index = np.random.default_rng([self.config.seed, epoch]).permutation(n)
-        lr = self.schedule.at(epoch % self.config.epochs, step)
-        return index[step * size : (step + 1) * size], lr, epoch, step
+        return self.order[k * self.batch : (k + 1) * self.batch]
 
 
-class Netdsl(Trainer):
-    def __init__(self, net: netdsl.ShapedNet, data: datasets.Dataset, config: Config) -> None:
-        super().__init__(net, data, config)
-        self.work = tempfile.TemporaryDirectory(prefix="bench-train-")
-        self.run = Run(
-            net,
-            data,
-            config,
-            Path(self.work.name),
-            self.params,
-            Path(self.work.name),
-            lambda kind, values: None,
-        )
-        self.optimizer = sgd.make("sgd", momentum=config.momentum, weight_decay=0.0)
-        self.progress = Progress()
-
-    def step(self) -> None:
-        index, lr, epoch, step = self.next()
-        self.run.step(self.optimizer, index, epoch, step, lr, self.progress)
-
-    def accuracy(self) -> float:
-        return self.run.evaluate()[1]
+def native(
+    net: netdsl.ShapedNet, data: datasets.Dataset, config: Config, params: dict[str, np.ndarray]
+) -> Callable[[], float]:
+    """netdsl's default engine: the training-step model on stock onnxruntime's InferenceSession
+    (here onnxruntime-training's, which is the same)."""
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    run = NativeRun(net, data, config, work, params, work, lambda kind, values: None)
+    run.engine = NativeEngine(
+        run.step_model, run.step_model.initial_state(run.params), threads=config.threads
+    )
+    return _stepper(run, data, config)
 
 
-class Torch(Trainer):
-    def __init__(self, net: netdsl.ShapedNet, data: datasets.Dataset, config: Config) -> None:
-        super().__init__(net, data, config)
-        self.model = peers.build("lenet5", softmax=False).train()
-        peers.from_netdsl(self.model, self.params)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum
-        )
-        self.loss = torch.nn.CrossEntropyLoss()
+def ort_training(
+    net: netdsl.ShapedNet, data: datasets.Dataset, config: Config, params: dict[str, np.ndarray]
+) -> Callable[[], float]:
+    """netdsl's ort-training engine: onnxruntime-training's gradient graph, numpy's SGD."""
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    run = Run(net, data, config, work, params, work, lambda kind, values: None)
+    return _stepper(run, data, config)
 
-    def step(self) -> None:
-        index, lr, epoch, step = self.next()
-        x, y = self.data.x_train[index], self.data.y_train[index]
-        if self.config.shift:
-            x = shifted(
-                x, self.config.shift, np.random.default_rng([self.config.seed, epoch, step, 2])
-            )
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad()
-        loss = self.loss(self.model(torch.from_numpy(x)), torch.from_numpy(y))
+
+def _stepper(run: Run, data: datasets.Dataset, config: Config) -> Callable[[], float]:
+    batches, progress = Batches(data, config.batch), Progress()
+    optimizer = sgd.make("sgd", momentum=config.momentum, weight_decay=0.0)
+
+    def step() -> float:
+        before = progress.loss_sum
+        run.step(optimizer, batches.next(), 0, 0, LR, progress)
+        return (progress.loss_sum - before) / config.batch
+
+    return step
+
+
+def pytorch(
+    name: str, data: datasets.Dataset, config: Config, params: dict[str, np.ndarray]
+) -> Callable[[], float]:
+    model = twin(name).train()
+    peers.from_netdsl(model, params)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=config.momentum)
+    loss_fn, batches = torch.nn.CrossEntropyLoss(), Batches(data, config.batch)
+
+    def step() -> float:
+        index = batches.next()
+        x, y = torch.from_numpy(data.x_train[index]), torch.from_numpy(data.y_train[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
         loss.backward()
-        self.optimizer.step()
+        optimizer.step()
+        return loss.item()
 
-    def accuracy(self) -> float:
-        self.model.eval()
-        with torch.no_grad():
-            logits = self.model(torch.from_numpy(self.data.x_test))
-        self.model.train()
-        return float((logits.argmax(1).numpy() == self.data.y_test).mean())
+    return step
 
 
-def throughput(
-    net: netdsl.ShapedNet, data: datasets.Dataset, batch: int, threads: int, rounds: int
+def point(
+    name: str, net: netdsl.ShapedNet, data: datasets.Dataset, batch: int, threads: int, rounds: int
 ) -> dict[str, Any]:
     torch.set_num_threads(threads)
-    config = Config(batch=batch, threads=threads, epochs=5)
-    ours, theirs = Netdsl(net, data, config), Torch(net, data, config)
-    timings = interleaved(
-        {"netdsl": ours.step, "torch": theirs.step}, rounds, min_turn_s=0.5, warmup=2
-    )
+    config = Config(batch=batch, threads=threads, shift=0, epochs=1, checkpoint_every=0)
+    params = initial_params(net, config, lambda kind, values: None)
+    steps = {
+        "native": native(net, data, config, params),
+        "torch": pytorch(name, data, config, params),
+    }
+    if HAS_ORT_TRAINING:
+        steps["ort-training"] = ort_training(net, data, config, params)
+    first = {k: round(fn(), 5) for k, fn in steps.items()}  # the same weights and batch
+    timings = interleaved(steps, rounds, min_turn_s=0.0, warmup=1, budget_s=60.0)
     ips = {k: batch / t.median for k, t in timings.items()}
-    return {
+    row: dict[str, Any] = {
+        "net": name,
         "batch": batch,
         "threads": threads,
-        "netdsl_images_per_s": round(ips["netdsl"]),
-        "torch_images_per_s": round(ips["torch"]),
-        "ratio": round(ips["netdsl"] / ips["torch"], 3),
-        "dropped_turns": {k: t.dropped_turns for k, t in timings.items()},
+        "first_loss": first,
+        "images_per_s": {k: round(v, 1) for k, v in ips.items()},
+        "vs_torch": round(ips["native"] / ips["torch"], 3),
+        "turns": {k: t.calls for k, t in timings.items()},
+        "disturbed_turns": {k: t.dropped_turns for k, t in timings.items()},
     }
+    if "ort-training" in ips:
+        row["vs_ort_training"] = round(ips["native"] / ips["ort-training"], 3)
+    return row
 
 
-def accuracy(
-    net: netdsl.ShapedNet, data: datasets.Dataset, batch: int, threads: int, epochs: int
-) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    config = Config(batch=batch, threads=threads, epochs=epochs)
-    result: dict[str, Any] = {"batch": batch, "threads": threads, "epochs": epochs}
-    for name, kind in (("netdsl", Netdsl), ("torch", Torch)):
-        trainer: Netdsl | Torch = kind(net, data, config)
-        start = time.perf_counter()
-        for _ in range(epochs * trainer.steps):
-            trainer.step()
-        result[f"{name}_seconds"] = round(time.perf_counter() - start, 2)
-        result[f"{name}_accuracy"] = trainer.accuracy()
-    return result
+def table(rows: list[dict[str, Any]]) -> str:
+    header = ["net", "batch", "threads", "native img/s", "PyTorch img/s", "ort-training img/s",
+              "native / PyTorch", "native / ort-training"]  # fmt: skip
+    body = []
+    for r in rows:
+        ips = r["images_per_s"]
+        body.append([
+            r["net"], r["batch"], r["threads"], f"{ips['native']:,.0f}", f"{ips['torch']:,.0f}",
+            f"{ips['ort-training']:,.0f}" if "ort-training" in ips else "-",
+            f"{r['vs_torch']:.2f}x", f"{r['vs_ort_training']:.2f}x" if "vs_ort_training" in r else "-",
+        ])  # fmt: skip
+    return markdown(header, body)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", default="32,64,128", help="batch sizes to time")
-    parser.add_argument("--threads", default="1,2", help="thread counts to time")
-    parser.add_argument("--rounds", type=int, default=5, help="undisturbed turns per candidate")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs of the accuracy run")
-    parser.add_argument("--accuracy-batch", type=int, default=32)
-    parser.add_argument("--accuracy-threads", type=int, default=2)
-    parser.add_argument("--wait", type=float, default=60, help="seconds to wait for a quiet CPU")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--nets", default="lenet5,resnet18_cifar")
+    parser.add_argument("--batch", default="32,128,256", help="batch sizes")
+    parser.add_argument("--threads", default="1,2", help="thread counts")
+    parser.add_argument("--rounds", type=int, default=3, help="undisturbed turns per candidate")
+    parser.add_argument("--wait", type=float, default=30, help="seconds to wait for a quiet CPU")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    net, data = load()
-    print(f"LeNet-5 on {data.describe()}; {'; '.join(data.notes)}")
+    if not HAS_ORT_TRAINING:
+        print("onnxruntime.training does not import here: no ort-training column", flush=True)
     load_seen = wait_quiet(args.wait)
     rows = []
-    for threads in (int(t) for t in args.threads.split(",")):
-        for batch in (int(b) for b in args.batch.split(",")):
-            rows.append(throughput(net, data, batch, threads, args.rounds))
-            r = rows[-1]
-            print(
-                f"batch {batch:4} threads {threads}: netdsl {r['netdsl_images_per_s']:>7,} "
-                f"img/s, torch {r['torch_images_per_s']:>7,} img/s, ratio {r['ratio']:.2f}",
-                flush=True,
-            )
-    header = ["batch", "threads", "netdsl img/s", "PyTorch img/s", "ratio"]
-    print(
-        markdown(
-            header,
-            [
-                [
-                    r["batch"],
-                    r["threads"],
-                    f"{r['netdsl_images_per_s']:,}",
-                    f"{r['torch_images_per_s']:,}",
-                    f"{r['ratio']:.2f}",
-                ]
-                for r in rows
-            ],
-        )
-    )
-    acc = accuracy(net, data, args.accuracy_batch, args.accuracy_threads, args.epochs)
-    print(
-        markdown(
-            ["", "test accuracy", f"{args.epochs} epochs, s"],
-            [
-                [
-                    "netdsl (onnxruntime-training)",
-                    f"{100 * acc['netdsl_accuracy']:.2f} %",
-                    acc["netdsl_seconds"],
-                ],
-                ["PyTorch", f"{100 * acc['torch_accuracy']:.2f} %", acc["torch_seconds"]],
-            ],
-        )
-    )
+    for name in args.nets.split(","):
+        net, data = load(name)
+        print(f"{name} on {data.describe()}", flush=True)
+        for threads in (int(t) for t in args.threads.split(",")):
+            for batch in (int(b) for b in args.batch.split(",")):
+                rows.append(point(name, net, data, batch, threads, args.rounds))
+                print(table(rows[-1:]).splitlines()[-1], "first losses", rows[-1]["first_loss"],
+                      flush=True)  # fmt: skip
+    print(table(rows))
+    with open("/proc/loadavg") as f:
+        loadavg = f.read().split()[:3]
+    print(f"load average at the end: {' '.join(loadavg)}")
     write_json(
         args.json,
-        {
-            "machine": machine(),
-            "load_before": load_seen,
-            "throughput": rows,
-            "accuracy": acc,
-            "data": data.describe(),
-        },
-    )
+        {"machine": machine(), "busy_cpus_before": load_seen, "loadavg_after": loadavg,
+         "rows": rows},
+    )  # fmt: skip
     return 0
 
 

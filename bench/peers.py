@@ -116,6 +116,16 @@ class ResNet(nn.Module):
         return x.softmax(1) if self.softmax else x
 
 
+
+class ResNet18Cifar(ResNet):
+    """bench/nets/resnet18_cifar.net: ResNet-18 with a 3x3 stride-1 stem and no max pool, for
+    3x32x32 inputs (the usual CIFAR-10 recipe). Same tensor names as ResNet-18."""
+
+    def __init__(self, classes: int = 10, softmax: bool = True) -> None:
+        super().__init__(18, classes, softmax)
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.maxpool = nn.Identity()  # type: ignore[assignment]
+
 # torchvision's VGG configurations: (channels, convs) per stage, each stage ending in a max pool.
 VGG_CONFIGS = {
     11: ((64, 1), (128, 1), (256, 2), (512, 2), (512, 2)),

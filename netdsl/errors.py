@@ -91,7 +91,7 @@ EXTRAS = {
     "numpy": "onnx",
     "onnxruntime": "run",
     "PIL": "run",
-    "torch": "train",
+    "torch": "ort-training",
     "sklearn": "train",
     "matplotlib": "train",
 }
@@ -102,7 +102,7 @@ def missing_extra(error: ImportError, feature: str = "this") -> MissingExtra | N
     netdsl's (then it is a bug, not a missing install)."""
     name = getattr(error, "name", None) or ""
     top = name.split(".")[0]
-    if name.startswith("onnxruntime.training"):
-        return MissingExtra(name, "train", feature)
+    if name.startswith("onnxruntime.training"):  # the ort-training engine's own extra
+        return MissingExtra(name, "ort-training", feature)
     extra = EXTRAS.get(top)
     return MissingExtra(top, extra, feature) if extra else None
