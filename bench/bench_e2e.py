@@ -165,11 +165,18 @@ def point(
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    header = ["net", "batch", "threads", "netdsl epoch", "PyTorch epoch", "netdsl speed / PyTorch",
-              "netdsl until first step", "both epochs: netdsl / PyTorch"]  # fmt: skip
-    body = [[r["net"], r["batch"], r["threads"], f"{r['netdsl_epoch_s']:.2f} s",
-             f"{r['torch_epoch_s']:.2f} s", f"{r['ratio']:.2f}x", f"{r['netdsl_first_step_s']:.2f} s",
-             f"{r['netdsl_total_s']:.1f} s / {r['torch_total_s']:.1f} s"] for r in rows]  # fmt: skip
+    header = [
+        "net", "batch", "threads", "netdsl epoch", "PyTorch epoch", "netdsl speed / PyTorch",
+        "netdsl until first step", "both epochs: netdsl / PyTorch",
+    ]  # fmt: skip
+    body = []
+    for r in rows:
+        totals = f"{r['netdsl_total_s']:.1f} s / {r['torch_total_s']:.1f} s"
+        body.append([
+            r["net"], r["batch"], r["threads"], f"{r['netdsl_epoch_s']:.2f} s",
+            f"{r['torch_epoch_s']:.2f} s", f"{r['ratio']:.2f}x",
+            f"{r['netdsl_first_step_s']:.2f} s", totals,
+        ])  # fmt: skip
     return markdown(header, body)
 
 

@@ -192,7 +192,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         body.append([
             r["net"], r["batch"], r["threads"], f"{ips['native']:,.0f}", f"{ips['torch']:,.0f}",
             f"{ips['ort-training']:,.0f}" if "ort-training" in ips else "-",
-            f"{r['vs_torch']:.2f}x", f"{r['vs_ort_training']:.2f}x" if "vs_ort_training" in r else "-",
+            f"{r['vs_torch']:.2f}x",
+            f"{r['vs_ort_training']:.2f}x" if "vs_ort_training" in r else "-",
         ])  # fmt: skip
     return markdown(header, body)
 

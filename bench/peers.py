@@ -116,7 +116,6 @@ class ResNet(nn.Module):
         return x.softmax(1) if self.softmax else x
 
 
-
 class ResNet18Cifar(ResNet):
     """bench/nets/resnet18_cifar.net: ResNet-18 with a 3x3 stride-1 stem and no max pool, for
     3x32x32 inputs (the usual CIFAR-10 recipe). Same tensor names as ResNet-18."""
@@ -125,6 +124,7 @@ class ResNet18Cifar(ResNet):
         super().__init__(18, classes, softmax)
         self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         self.maxpool = nn.Identity()  # type: ignore[assignment]
+
 
 # torchvision's VGG configurations: (channels, convs) per stage, each stage ending in a max pool.
 VGG_CONFIGS = {
