@@ -1,10 +1,9 @@
 """The `netdsl` command: the only place that knows about argv, flags, printing and exit codes.
 
-The outermost layer. `main` builds the parser from the command modules (`core`: check, summary,
-zoo; `deploy`: compile, engine; `run`: run, bench, compare; `train`: train; `share`: draw,
+The outermost layer. `main` builds the parser from the command modules (`core`: check,
+summary, zoo; `deploy`: compile, engine; `run`: run, bench; `compare`; `train`; `share`: draw,
 export; `explain`: the visualisations of a trained model; `completion`: shell scripts), runs
-the chosen handler
-and turns what it raises into an exit code:
+the chosen handler and turns what it raises into an exit code:
 
     0  success (warnings included)
     1  an error in a net, a model, a dataset or another input (a `NetError`, with flag advice
@@ -37,7 +36,7 @@ RANK = {"onnx": 0, "run": 1, "train": 2}  # each extra brings the modules of tho
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from netdsl.cli import completion, core, deploy, explain, run, share, train
+    from netdsl.cli import compare, completion, core, deploy, explain, run, share, train
 
     parser = argparse.ArgumentParser(
         prog="netdsl",
@@ -50,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register_run(sub)
     train.register(sub)
     deploy.register_engine(sub)
-    run.register_compare(sub)
+    compare.register(sub)
     share.register(sub)
     explain.register(sub)
     completion.register(sub)

@@ -1,10 +1,10 @@
-"""`netdsl run`, `bench` and `compare`: the command line of running artefacts.
+"""`netdsl run` and `bench`: the command line of running artefacts.
 
-The outermost layer of the runtime room: `register_run` and `register_compare` add the
-commands; each handler takes an `.onnx` file, an `.engine` file or a net (compiled for inference
-through `compile_net`), calls `netdsl.backends.runtime` (ort sessions, timing, comparison) or
-`tensorrt.engine`, prints and returns an exit code. onnx, onnxruntime and numpy are imported only
-when a command runs; each command declares the extra it needs (`needs`), which `main` checks
+The outermost layer of the runtime room (`compare.py` has `netdsl compare`): `register_run`
+adds the commands; each handler takes an `.onnx` file, an `.engine` file or a net (compiled
+for inference through `compile_net`), calls `netdsl.backends.runtime` (ort sessions, timing)
+or `tensorrt.engine`, prints and returns an exit code. onnx, onnxruntime and numpy are imported
+only when a command runs; each command declares the extra it needs (`needs`), which `main` checks
 before it starts.
 """
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,49 +66,6 @@ def register_run(sub: Any) -> None:
     o.add_runtime(b)
     o.add_set(b)
     b.set_defaults(func=cmd_bench, needs=RUN)
-
-
-def register_compare(sub: Any) -> None:
-    m = sub.add_parser("compare", help="run two artefacts on the same input, report errors")
-    m.add_argument("a", metavar="A", help="an .onnx or .engine file, or " + o.TARGET)
-    m.add_argument("b", metavar="B", nargs="?", help="the second (default: A again)")
-    m.add_argument(
-        "--providers",
-        type=o.providers,
-        default=("cpu", "cpu"),
-        metavar="P,Q",
-        help="onnxruntime providers for A and B (default cpu,cpu; e.g. cpu,cuda)",
-    )
-    m.add_argument(
-        "--batch",
-        type=o.whole(1, o.MAX_BATCH),
-        default=8,
-        help="images in the random input (default 8)",
-    )
-    m.add_argument(
-        "--atol",
-        type=o.number(0),
-        default=None,
-        help="absolute tolerance: fail (exit 1) above atol + rtol x the scale of A's logits",
-    )
-    m.add_argument(
-        "--rtol",
-        type=o.number(0),
-        default=None,
-        help="tolerance relative to the largest magnitude of A's logits (default by precision: "
-        "fp32 1e-3, fp16 1e-2, int8 0.25 with top-1 agreement >= 50%%; see docs/deploy.md)",
-    )
-    m.add_argument(
-        "--agreement",
-        type=o.number(0, 1),
-        default=None,
-        metavar="F",
-        help="also fail when fewer than this fraction of images agree on the top-1 class",
-    )
-    o.add_seed(m, "seed of the input and fresh weights")
-    o.add_json(m)
-    o.add_set(m)
-    m.set_defaults(func=cmd_compare, needs=RUN)
 
 
 def _is_onnx(spec: str) -> bool:
@@ -204,11 +159,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}")
         return 0
     label = "probability" if probabilities else "score"
+    names = _class_names(model)  # those the training data had, recorded in the model
     for i, best in enumerate(ort.top_k(y, args.top)):
         print(f"image {i}: top {len(best)} (class, {label})")
         for rank, (cls, score) in enumerate(best, 1):
-            print(f"  {rank:>2}. {cls:>6}  {score:.6f}")
+            name = f" {names[cls]}" if cls < len(names) else ""
+            print(f"  {rank:>2}. {cls:>6}{name}  {score:.6f}")
     return 0
+
+
+def _class_names(model: Any) -> list[str]:
+    """The class names a trained model records (`netdsl train` writes them), or []."""
+    from netdsl.backends.runtime.ort import read_model
+    from netdsl.backends.train.preprocess import read_metadata
+
+    proto = read_model(model) if isinstance(model, (str, Path)) else model
+    names = read_metadata({p.key: p.value for p in proto.metadata_props}).get("classes", [])
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def _run_report(args: argparse.Namespace, y: Any, note: str, probabilities: bool) -> dict[str, Any]:
@@ -271,56 +238,4 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"{'batch':>6}  {'latency ms':>11}  {'images/s':>10}")
     for t in timings:
         print(f"{t.batch:>6}  {t.median_ms:>11.3f}  {t.images_per_s:>10.1f}")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from netdsl.backends.onnx.compile import CompileOptions, compile_net
-    from netdsl.backends.runtime import compare
-
-    first, second = args.providers
-    sides: list[Any] = []
-    for spec in (args.a, args.b or args.a):
-        if _is_onnx(spec) or _is_engine(spec):
-            sides.append(spec)
-        else:
-            net = o.net(spec, args.set)
-            sides.append(compile_net(net, CompileOptions(mode="inference", seed=args.seed)))
-    found, shape = compare.compare(sides[0], sides[1], (first, second), args.batch, args.seed)
-    if args.atol is None and args.rtol is None:
-        tolerance = compare.default_tolerance([compare.precision_of(s) for s in sides])
-        if args.agreement is not None:
-            tolerance = replace(tolerance, agreement=args.agreement)
-    else:
-        tolerance = compare.Tolerance(args.atol or 0.0, args.rtol or 0.0, args.agreement)
-    failures = tolerance.failures(found)
-    if args.json:
-        report = {
-            "a": args.a,
-            "b": args.b or args.a,
-            "providers": [first, second],
-            "input": list(shape),
-            "seed": args.seed,
-            "tolerance": tolerance.as_dict(),
-            "outputs": [d.as_dict() for d in found],
-            "passed": not failures,
-            "failures": failures,
-        }
-        print(json.dumps(report, indent=2))
-        return 1 if failures else 0
-    print(
-        f"{args.a} ({first}) vs {args.b or args.a} ({second}), "
-        f"random input {'x'.join(map(str, shape))} (seed {args.seed})"
-    )
-    for d in found:
-        print("  " + d.render())
-    agree = f", top-1 agreement >= {tolerance.agreement:.0%}" if tolerance.agreement else ""
-    limits = f"atol {tolerance.atol:g}, rtol {tolerance.rtol:g}{agree}"
-    chosen = f"the {tolerance.default} default" if tolerance.default else "given"
-    if failures:
-        print(f"mismatch ({limits}, {chosen}):", file=sys.stderr)
-        for failure in failures:
-            print("  " + failure, file=sys.stderr)
-        return 1
-    print(f"within tolerance ({limits}, {chosen})")
     return 0
