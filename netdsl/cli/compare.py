@@ -21,7 +21,7 @@ from netdsl.cli.run import RUN
 
 
 def register(sub: Any) -> None:
-    m = sub.add_parser("compare", help="run two artefacts on the same input, report errors")
+    m = sub.add_parser("compare", help="run two artefacts on one input; exit 1 when they differ")
     m.add_argument("a", metavar="A", help="an .onnx or .engine file, or " + o.TARGET)
     m.add_argument("b", metavar="B", nargs="?", help="the second (default: A again)")
     m.add_argument(
