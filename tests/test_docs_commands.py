@@ -187,7 +187,8 @@ def _reader_file(path: Path) -> None:
         Image.fromarray(pixels).save(path)
     else:
         argv = [sys.executable, "-m", "netdsl", "compile", "lenet5", "-o", str(path)]
-        subprocess.run(argv, check=True, capture_output=True, env=_env())
+        done = subprocess.run(argv, capture_output=True, text=True, env=_env())
+        assert done.returncode == 0, done.stderr
 
 
 def _env() -> dict[str, str]:
