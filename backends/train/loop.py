@@ -37,7 +37,7 @@ from netdsl.backends.data import atomic
 from netdsl.backends.data.sources import Dataset, differences
 from netdsl.backends.data.sources import fingerprint as data_fingerprint
 from netdsl.backends.onnx import weights as wt
-from netdsl.backends.train import files
+from netdsl.backends.train import files, rates
 from netdsl.backends.train import optim as sgd
 from netdsl.backends.train import preprocess as pre
 from netdsl.backends.train import report as rep
@@ -100,6 +100,9 @@ def train(
             prepared, engine_config = prepare(data, config, norm)
             run = make(net, prepared, engine_config, out, state.params, work, say)
             run.norm, run.settings, run.classes = norm, config, data.classes
+            run.mults = rates.multipliers(config.lr_mult, run.trainable)
+            if run.mults and hasattr(run, "step_model"):  # the native engine: in its graph
+                rates.scale_model(run.step_model.model, run.step_model.updates, run.mults)
             run.loop(optimizer, state)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -177,6 +180,7 @@ class Run:
     norm: pre.Normalisation | None = None  # the input normalisation (`train` sets these three)
     settings: Config = Config()  # the run's own settings (`config` is the engine's)
     classes: tuple[str, ...] = ()
+    mults: dict[str, float] = {}  # noqa: RUF012  # per-tensor learning-rate multipliers
     predictions: np.ndarray = np.zeros(0, np.int64)  # the last evaluation's, per test image
 
     def __init__(
@@ -224,6 +228,7 @@ class Run:
         steps = math.ceil(n / c.batch)
         schedule = sgd.Schedule(c.schedule, c.lr, c.epochs, steps, c.step_size, c.gamma)
         drawn = self.data.x_train if isinstance(self.data.x_train, pre.Drawn) else None
+        warm = min(c.warmup, c.epochs * steps // 10)  # a short run warms up for a tenth of it
         for epoch in range(p.epoch, c.epochs):
             if rep.stop_early(p.history, self.settings.patience):
                 self.say("note", {"text": rep.stopped(p.history, self.settings.patience)})
@@ -234,7 +239,7 @@ class Run:
                 batch = order[step * c.batch : (step + 1) * c.batch]
                 if drawn is not None:
                     drawn.at(epoch, step)
-                lr = schedule.at(epoch, step) * rep.warmup(p.global_step, c.warmup)
+                lr = schedule.at(epoch, step) * rep.warmup(p.global_step, warm)
                 if len(batch) > 1 or not self.graph.stats:  # one image has no batch variance
                     self.step(optimizer, batch, epoch, step, lr, p)
                 p.step, p.global_step = step + 1, p.global_step + 1
@@ -286,7 +291,9 @@ class Run:
             self.slots = [
                 (n, self.params[n], _buffer(self.state, n, "grad")) for n in self.trainable
             ]
+        before = {n: self.params[n].copy() for n in self.mults}
         optimizer.step(self.slots, lr)
+        rates.scale_in_place(self.params, before, self.mults)
         self.module.lazy_reset_grad()
         self.update_statistics(stats, len(batch))
         p.loss_sum += float(loss) * len(batch)

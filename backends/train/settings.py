@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from netdsl.backends.data.sources import FITS
 from netdsl.backends.onnx import weights as wt
 from netdsl.backends.train import optim as sgd
+from netdsl.backends.train import rates
 from netdsl.backends.train.files import Checkpoint
 from netdsl.source import NetError
 
@@ -23,7 +24,7 @@ RESUMABLE = ("epochs", "threads", "checkpoint_every", "eval_batch", "patience") 
 INT_MAX = 2**31 - 1
 # The defaults, chosen by bench/defaults.py across the MNIST textbook nets (docs/training.md)
 DEFAULT_OPTIMIZER = "adamw"
-DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
+DEFAULT_LR = {"sgd": 0.05, "adamw": 3e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adamw": 0.01}
 DEFAULT_WARMUP = 100
 
@@ -35,9 +36,9 @@ class Config:
     epochs: int = 20
     batch: int = 32
     optimizer: str = DEFAULT_OPTIMIZER
-    lr: float = 0.0  # 0: the optimizer's default (DEFAULT_LR)
+    lr: float = 3e-3  # from_dict gives each optimizer its own default (DEFAULT_LR)
     momentum: float = 0.9
-    weight_decay: float = -1.0  # below 0: the optimizer's default (DEFAULT_WEIGHT_DECAY)
+    weight_decay: float = 0.01  # likewise (DEFAULT_WEIGHT_DECAY)
     warmup: int = DEFAULT_WARMUP  # steps over which the learning rate rises linearly from 0
     schedule: str = "cosine"
     step_size: int = 10
@@ -45,7 +46,7 @@ class Config:
     seed: int = 0
     init: str = "auto"
     fit: str = "auto"  # how images met the net's input size (data/sources.py's `fit`)
-    shift: int = -1  # augmentation: random shifts up to this many pixels; -1: size / 14
+    shift: int = 0  # augmentation: random shifts up to this many pixels; -1: size / 14
     flip: bool = False  # augmentation: random horizontal flips
     normalise: bool = True  # per-channel mean/std: `mean`/`std`, or measured on the training set
     mean: tuple[float, ...] | None = None
@@ -55,18 +56,14 @@ class Config:
     checkpoint_every: int = 200  # steps; 0: only at the end of each epoch
     eval_batch: int = 500
     freeze: tuple[str, ...] = ()  # fnmatch patterns of tensors kept fixed
+    lr_mult: tuple[str, ...] = ()  # "PATTERN=MULT": those tensors train at MULT x the rate
     init_from: str | None = None
     skip_mismatched: bool = False
     engine: str = "onnx"  # "onnx": the compiler's own training step (native.py); "ort-training"
     device: str = "cpu"  # cpu or cuda (the onnx engine)
 
     def __post_init__(self) -> None:
-        if self.optimizer in DEFAULT_LR and self.lr == 0:
-            object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
-        wd = self.weight_decay
-        if self.optimizer in DEFAULT_LR and isinstance(wd, (int, float)) and wd < 0:
-            object.__setattr__(self, "weight_decay", DEFAULT_WEIGHT_DECAY[self.optimizer])
-        for name in ("mean", "std", "freeze"):
+        for name in ("mean", "std", "freeze", "lr_mult"):
             if isinstance(getattr(self, name), list):  # as JSON gives it back
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         problem = next(_problems(self), None)
@@ -115,6 +112,10 @@ def _problems(c: Config) -> Iterator[str]:
             and all(isinstance(e, (int, float)) and math.isfinite(e) for e in v)
         ):
             yield f"{name} must be one or more finite numbers, got {v!r}"
+    try:
+        rates.parse(c.lr_mult)
+    except NetError as error:
+        yield error.message
     if c.std is not None and any(e <= 0 for e in c.std):
         yield f"std must be above 0, got {c.std!r}"
     for name in ("flip", "normalise", "skip_mismatched"):
@@ -134,6 +135,8 @@ def _problems(c: Config) -> Iterator[str]:
 
 def saved_config(state: Checkpoint) -> Config:
     values = dict(state.meta["config"])
+    if "warmup" not in values:  # a checkpoint from before these settings: its day's defaults
+        values = {"shift": 2, "warmup": 0, "normalise": False, **values}
     try:
         return from_dict(values)
     except NetError as error:
@@ -141,15 +144,21 @@ def saved_config(state: Checkpoint) -> Config:
 
 
 def from_dict(values: dict[str, object], where: str = "the settings") -> Config:
-    """A Config from its JSON form (config.json, a checkpoint): unknown keys are refused; older
-    files' missing keys take the defaults of their day where those changed."""
+    """A Config from its JSON form (config.json, a checkpoint, the command line's options):
+    unknown keys are refused, missing ones take the defaults."""
     known = {f.name for f in fields(Config)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise NetError(f"{where}: unknown setting(s) {', '.join(unknown)}")
-    old = {"shift": 2, "warmup": 0, "normalise": False} if "warmup" not in values else {}
+    optimizer = values.get("optimizer", DEFAULT_OPTIMIZER)
+    if isinstance(optimizer, str) and optimizer in DEFAULT_LR:  # each optimizer's own defaults
+        values = {
+            "lr": DEFAULT_LR[optimizer],
+            "weight_decay": DEFAULT_WEIGHT_DECAY[optimizer],
+            **values,
+        }
     try:
-        return Config(**{**old, **values})  # type: ignore[arg-type]
+        return Config(**values)  # type: ignore[arg-type]
     except TypeError as error:
         raise NetError(f"{where} are damaged ({error})") from None
 

@@ -30,16 +30,37 @@ NEEDS = ("train", ("numpy", "onnx", "onnxruntime"))  # the rest is reported when
 
 Parse = Callable[[str], Any]
 
+
+def _shift(text: str) -> int:
+    return -1 if text == "auto" else o.whole(0, 1024)(text)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of numbers"
+        ) from None
+    return values
+
+
 # (flag, type, metavar, help) of the options that take a value; None: the run's default
 OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
     ("--epochs", o.whole(1, o.MAX_BATCH), "N", "epochs (default 20)"),
     ("--batch", o.whole(1, o.MAX_BATCH), "N", "batch size (default 32)"),
-    ("--optimizer", str, "sgd|adamw", "sgd with momentum (default) or adamw"),
+    ("--optimizer", str, "adamw|sgd", "adamw (default) or sgd with momentum"),
     (
         "--lr",
         o.number(0, above=True),
         None,
-        "peak learning rate (default: sgd 0.1, adamw 0.001)",
+        "peak learning rate (default: adamw 0.003, sgd 0.05)",
+    ),
+    (
+        "--warmup",
+        o.whole(0, o.MAX_BATCH),
+        "STEPS",
+        "raise the learning rate linearly from 0 over the first STEPS steps (default 100)",
     ),
     ("--momentum", o.number(0, 1, below=True), None, "sgd momentum, 0 to < 1 (default 0.9)"),
     (
@@ -68,10 +89,19 @@ OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
     ),
     (
         "--shift",
-        o.whole(0, 1024),
-        "PX",
-        "augmentation: move training images by up to PX pixels (default 2)",
+        _shift,
+        "PX|auto",
+        "augmentation: move training images by up to PX pixels, at most 1/8 of a side "
+        "(auto: side/14, 2 px on 28x28; none on a side under 8; default 0: off)",
     ),
+    (
+        "--patience",
+        o.whole(0, o.MAX_BATCH),
+        "EPOCHS",
+        "stop after EPOCHS epochs without a better test accuracy (default 0: never)",
+    ),
+    ("--mean", _floats, "M[,M,M]", "per-channel mean to subtract (default: the training set's)"),
+    ("--std", _floats, "S[,S,S]", "per-channel std to divide by (default: the training set's)"),
     (
         "--seed",
         o.whole(0, o.MAX_SEED),
@@ -99,6 +129,21 @@ def register(subparsers: Any) -> None:
     t.add_argument("target", metavar="TARGET", help=o.TARGET)
     t.add_argument("--data", default=None, metavar="SPEC", help=o.DATA)
     t.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from a run's config.json (its settings and data); flags given override it",
+    )
+    t.add_argument(
+        "--flip", action="store_true", default=None, help="augmentation: random horizontal flips"
+    )
+    t.add_argument(
+        "--no-normalise",
+        dest="normalise",
+        action="store_false",
+        default=None,
+        help="feed pixels in [0, 1] as they are (default: subtract the mean, divide by the std)",
+    )
+    t.add_argument(
         "--download", action="store_true", help="mnist: fetch missing IDX files (sha256-checked)"
     )
     t.add_argument(
@@ -112,7 +157,7 @@ def register(subparsers: Any) -> None:
         "strict (an error); auto resizes only the 8x8 digits",
     )
     for flag, kind, metavar, text in OPTION_TABLE:
-        choices = metavar.split("|") if metavar and "|" in metavar else None
+        choices = metavar.split("|") if metavar and "|" in metavar and kind is str else None
         t.add_argument(
             flag, type=kind, metavar=None if choices else metavar, choices=choices, help=text
         )
@@ -137,6 +182,13 @@ def register(subparsers: Any) -> None:
         help="with --init-from: keep fresh weights where shapes differ (a new head)",
     )
     t.add_argument(
+        "--lr-mult",
+        action="append",
+        metavar="PATTERN=MULT",
+        help="train the tensors an fnmatch pattern matches at MULT times the learning rate, "
+        "e.g. 'conv*=0.1' for a pretrained trunk (repeatable; the first match wins)",
+    )
+    t.add_argument(
         "--freeze",
         action="append",
         metavar="PATTERN",
@@ -149,21 +201,32 @@ def register(subparsers: Any) -> None:
 
 
 OPTIONS = tuple(flag[2:].replace("-", "_") for flag, *_ in OPTION_TABLE)
-RESUMABLE = ("epochs", "threads", "checkpoint_every")
+RESUMABLE = ("epochs", "threads", "checkpoint_every", "patience")
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    """The run's settings: the options given, the defaults for the rest."""
-    from netdsl.backends.train.settings import Config
-
+    """The run's settings: the options given, then those of --config, then the defaults."""
     given: dict[str, Any] = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
-    return Config(
-        **given,
-        fit=args.fit or "auto",
-        freeze=tuple(args.freeze or ()),
-        init_from=args.init_from,
-        skip_mismatched=args.skip_mismatched,
-    )
+    for key in ("flip", "normalise", "fit", "init_from"):
+        if getattr(args, key, None) is not None:
+            given[key] = getattr(args, key)
+    if args.freeze:
+        given["freeze"] = tuple(args.freeze)
+    if args.lr_mult:
+        given["lr_mult"] = tuple(args.lr_mult)
+    if args.skip_mismatched:
+        given["skip_mismatched"] = True
+    base: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        from netdsl.backends.train.files import read_config
+
+        base = dict(read_config(Path(args.config))["settings"])
+        if "optimizer" in given and given["optimizer"] != base.get("optimizer"):
+            base.pop("lr", None)  # the saved rate belongs to the saved optimizer
+            base.pop("weight_decay", None)
+    from netdsl.backends.train.settings import from_dict
+
+    return from_dict({**base, **given}, f"the settings of {args.config or 'the command line'}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -193,6 +256,10 @@ def _train(args: argparse.Namespace, net: Any, classes: int, config: Config, out
     from netdsl.backends.train.settings import saved_config
 
     spec = args.data
+    if spec is None and getattr(args, "config", None):
+        from netdsl.backends.train.files import read_config
+
+        spec = read_config(Path(args.config)).get("data") or None
     if args.resume:
         saved = files.load_checkpoint(out, net)  # the errors come before any work
         _check_resume(args, out, saved_config(saved))
@@ -206,7 +273,9 @@ def _train(args: argparse.Namespace, net: Any, classes: int, config: Config, out
             ["pass --resume to continue it, or choose another --out"],
         )
     spec = spec or "digits"
-    data = datasets.load(spec, download=args.download, mirror=args.mirror)
+    data = datasets.load(
+        spec, download=args.download, mirror=args.mirror, size=tuple(net.input_shape[1:3])
+    )
     data = datasets.fit(data, net.input_shape, classes, net.name, config.fit)
     bar = Bar(sys.stderr, quiet=args.quiet)
     bar(
@@ -228,17 +297,27 @@ def _train(args: argparse.Namespace, net: Any, classes: int, config: Config, out
             "train_loss": last.get("train_loss"),
             "train_accuracy": last.get("train_accuracy"),
             "seconds": sum(r["seconds"] for r in history),
-            "files": ["model.onnx", "metrics.jsonl", "checkpoint.npz", "curves.png"],
+            "files": _written(out),
         }
         print(json.dumps(report, indent=2))
         return 0
+    best = max(history, key=lambda r: r["test_accuracy"])
+    epochs = int(last["epoch"])
     print(
         f"{net.name}: test accuracy {100 * last['test_accuracy']:.2f} %, test loss "
-        f"{last['test_loss']:.4f} after {last['epoch']} epochs "
-        f"({sum(r['seconds'] for r in history):.1f} s)"
+        f"{last['test_loss']:.4f} after {epochs} epoch{'s' if epochs != 1 else ''} "
+        f"({sum(r['seconds'] for r in history):.1f} s); best {100 * best['test_accuracy']:.2f} %"
+        f" at epoch {int(best['epoch'])} (best.onnx)"
     )
-    print(f"wrote {out}/: model.onnx, metrics.jsonl, checkpoint.npz, curves.png")
+    print(f"wrote {out}/: {', '.join(_written(out))}")
     return 0
+
+
+def _written(out: Path) -> list[str]:
+    """The run's files, in the order a reader wants them."""
+    names: tuple[str, ...] = ("model.onnx", "best.onnx", "config.json", "metrics.jsonl")
+    names = (*names, "checkpoint.npz", "curves.png", "confusion.png", "confusion.json")
+    return [n for n in names if (out / n).is_file()]
 
 
 def _default_out(name: str, resume: bool) -> Path:
@@ -277,6 +356,17 @@ def _check_resume(args: argparse.Namespace, out: Path, saved: Any) -> None:
         )
 
 
+def eta(v: dict[str, Any]) -> str:
+    """The time the run's remaining steps take at this epoch's pace (evaluation aside)."""
+    if not v.get("seconds") or not v["step"]:
+        return "?"
+    left = (v["steps"] - v["step"]) + (v["epochs"] - v["epoch"]) * v["steps"]
+    seconds = round(v["seconds"] / v["step"] * left)
+    minutes, s = divmod(seconds, 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
+
+
 class Bar:
     """A one-line progress bar per epoch on a terminal; one line per epoch otherwise."""
 
@@ -298,7 +388,7 @@ class Bar:
                 f"\repoch {v['epoch']}/{v['epochs']} [{bar}] {v['step']}/"
                 f"{v['steps']}  loss {v['train_loss']:.4f}  acc "
                 f"{100 * v['train_accuracy']:.2f}%  "
-                f"{v['images_per_second']:,.0f} img/s"
+                f"{v['images_per_second']:,.0f} img/s  ETA {eta(v)}\033[K"
             )
             self.stream.flush()
         elif kind == "epoch":

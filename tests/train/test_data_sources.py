@@ -188,10 +188,6 @@ def test_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "empty" / "b").mkdir()
     with pytest.raises(NetError, match="class folder 'b' holds no images"):
         data.load(f"folder:{tmp_path / 'empty'}")
-    _folder(tmp_path / "mixed", {"a": 2})
-    _folder(tmp_path / "mixed", {"b": 2}, size=(8, 8))
-    with pytest.raises(NetError, match="must share one size"):
-        data.load(f"folder:{tmp_path / 'mixed'}")
     _folder(tmp_path / "broken", {"a": 2, "b": 2})
     (tmp_path / "broken" / "a" / "bad.png").write_bytes(b"not a png")
     with pytest.raises(NetError, match=r"cannot read .*bad\.png. as an image"):

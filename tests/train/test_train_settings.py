@@ -43,7 +43,7 @@ NAN, INF = math.nan, math.inf
         ("batch", 0, "got 0"),
         ("step_size", -1, "step size (step_size) must be an integer from 1"),
         ("eval_batch", 0, "evaluation batch size (eval_batch)"),
-        ("shift", -2, "augmentation shift (shift) must be an integer from 0"),
+        ("shift", -2, "augmentation shift (-1: automatic) (shift) must be an integer from -1"),
         ("threads", -1, "number of threads (threads)"),
         ("checkpoint_every", -5, "checkpoint interval (checkpoint_every)"),
         ("seed", -1, "the seed (seed) must be an integer from 0"),
