@@ -100,6 +100,8 @@ def argument(op: ops.Op, name: str, value: ast.Expr, env: Env) -> Any:
 
 
 def _takes_words(param: ops.Param) -> bool:
+    if isinstance(param.check, ops.Words):
+        return True
     try:
         param.check(ops.Symbol("same"))
     except ops.ArgError:

@@ -154,6 +154,94 @@ def _op(name: str, doc: str, *params: Param, kernel: bool = False) -> Op:
     return Op(name, tuple(params), doc, kernel)
 
 
+def axis(value: Value) -> int:
+    """An axis numbered as in PyTorch (0 is the batch); negative counts from the end."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgError(f"expected an axis number, got {show(value)}")
+    return value
+
+
+def extent(value: Value) -> int:
+    """A size in reshape: a positive integer, or -1 for 'whatever is left'."""
+    if value == -1 and not isinstance(value, bool):
+        return -1
+    return positive(value)
+
+
+def sizes(value: Value) -> tuple[int, ...]:
+    """One positive size for every spatial axis, or one per axis: `7` or `(6, 7)`; the shape
+    rule matches the count to the input's rank."""
+    if isinstance(value, tuple):
+        if not value:
+            raise ArgError("expected at least one size")
+        return tuple(positive(v) for v in value)
+    return (positive(value),)
+
+
+def sides(value: Value) -> tuple[int, ...]:
+    """Padding: `p`, one per spatial axis, or every begin then every end (ONNX's order)."""
+    if isinstance(value, tuple):
+        if not value:
+            raise ArgError("expected at least one padding")
+        return tuple(non_negative(v) for v in value)
+    return (non_negative(value),)
+
+
+class Words:
+    """A parameter that takes one of a few bare words (`mode=bilinear`)."""
+
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+
+    def __call__(self, value: Value) -> str:
+        if isinstance(value, str) and value in self.choices:
+            return str(value)
+        raise ArgError(f"expected {' or '.join(self.choices)}, got {show(value)}")
+
+
+# layers that move, cut, resize or regroup a tensor (and the locally connected layer): their
+# rules are in rules_shape.py, their emitters in backends/onnx/layers_shape.py
+_DIMS = tuple(Param(f"n{i}", extent, None) for i in range(1, 5))
+_PERM = tuple(Param(f"a{i}", positive, None) for i in range(1, 5))
+SHAPE_OPS = (
+    _op(
+        "local",
+        "locally connected: a convolution with an unshared weight (and bias) per output position",
+        Param("c", positive, implicit=64),
+        Param("k", pair, 3),
+        Param("s", pair, 1),
+        Param("p", padding, "valid"),
+        Param("bias", boolean, True),
+        kernel=True,
+    ),
+    _op("reshape", "reshape the non-batch axes: sizes of axes 1, 2, ... (one may be -1)", *_DIMS),
+    _op("transpose", "reorder the non-batch axes: the axis (1, 2, ...) each place takes", *_PERM),
+    _op(
+        "upsample",
+        "upsample by an integer factor per spatial axis (nearest or bilinear, PyTorch's)",
+        Param("f", sizes, 2),
+        Param("mode", Words("nearest", "bilinear", "linear"), "nearest"),
+    ),
+    _op("crop", "centre crop of the spatial axes to a size", Param("size", sizes)),
+    _op(
+        "pad",
+        "pad the spatial axes (constant or reflect)",
+        Param("p", sides, 1),
+        Param("mode", Words("constant", "reflect"), "constant"),
+        Param("value", number, 0.0),
+    ),
+    _op(
+        "channels",
+        "channels [start, end) of the input (end excluded, as in Python)",
+        Param("start", non_negative),
+        Param("end", positive),
+    ),
+    _op("adaptiveavgpool", "average pooling to a given output size", Param("size", sizes, 1)),
+    _op("adaptivemaxpool", "max pooling to a given output size", Param("size", sizes, 1)),
+    _op("gated", "WaveNet's gated unit: the 2c channels in, tanh(first c) * sigmoid(last c)"),
+)
+
+
 OPS: dict[str, Op] = {
     op.name: op
     for op in (
@@ -198,9 +286,10 @@ OPS: dict[str, Op] = {
         _op("maxpool", "max pooling", *_POOL, Param("ceil", boolean, False), kernel=True),
         _op(
             "avgpool",
-            "average pooling (padding is not counted in the average)",
+            "average pooling (padding is not counted unless count_pad=true, as in Caffe)",
             *_POOL,
             Param("ceil", boolean, False),
+            Param("count_pad", boolean, False),
             kernel=True,
         ),
         _op("gap", "global average pooling"),
@@ -216,7 +305,11 @@ OPS: dict[str, Op] = {
         _op("leakyrelu", "leaky ReLU", Param("alpha", number, 0.01)),
         _op("sigmoid", "logistic sigmoid"),
         _op("tanh", "hyperbolic tangent"),
-        _op("softmax", "softmax over channels"),
+        _op(
+            "softmax",
+            "softmax along one axis (numbered as in PyTorch: 0 is the batch, 1 the channels)",
+            Param("axis", axis, 1),
+        ),
         _op("identity", "passes its input through"),
         _op(
             "bn",
@@ -233,6 +326,7 @@ OPS: dict[str, Op] = {
             Param("beta", number, 0.75),
             Param("k", number, 2.0),
         ),
+        *SHAPE_OPS,
     )
 }
 
@@ -261,20 +355,17 @@ ALIASES = {
     "convt": "deconv",
     "gavgpool": "gap",
     "gmaxpool": "gmp",
+    "lc": "local",
+    "locallyconnected": "local",
+    "locally_connected": "local",
+    "slice": "channels",
+    "adaptiveavg": "adaptiveavgpool",
+    "adaptivemax": "adaptivemaxpool",
 }
-
-REFUSED = {
-    name: "locally connected layers (unshared weights) are not supported; "
-    "use conv for shared weights"
-    for name in ("local", "locallyconnected", "locally_connected", "lc", "conv_local")
-}
-
 
 def refused(name: str) -> str | None:
-    """Why a layer name is refused (locally connected layers, in any spelling), or None."""
-    base = _SHORTHAND.sub(r"\1", name).lower()
-    if name in REFUSED or base in REFUSED or base.startswith("locallyconnected"):
-        return REFUSED["local"]
+    """Why a layer name is refused, or None (no spelling is refused at present; budget.py and
+    expand.py ask)."""
     return None
 
 

@@ -382,3 +382,9 @@ RULES: dict[str, Callable[[Ctx], Out]] = {
     "concat": concat,
     "mul": mul,
 }
+
+# the layers that move, cut, resize or regroup a tensor, the locally connected layer, and
+# avgpool's count_pad (rules_shape.py uses the helpers above, hence the import at the end)
+from netdsl import rules_shape  # noqa: E402
+
+RULES.update(rules_shape.RULES)

@@ -267,6 +267,8 @@ class _Pass:
         fields = [self.nodes[j].rf for j in ins]
         if window is None and len(fields) == 1:  # activations, batch norms: the same field
             return fields[0]
+        if window is not None and len(self.nodes[ins[0]].shape) - 1 != len(fields[0].reach):
+            return fields[0]  # after a reshape to another rank: the field (already whole) stays
         reach, jump = fields[0].reach, fields[0].jump
         for index, other in zip(ins[1:], fields[1:], strict=True):
             if other.size != fields[0].size:

@@ -46,6 +46,16 @@ NETS = {
     "add": "input 2x6x6\nres[conv3x3(2)]",
     "concat": "input 2x6x6\n{conv1x1(2) | conv3x3(2)}",
     "mul": "input 4x6x6\nscale[gap -> fc(4) -> sigmoid]",
+    "local": "input 2x6x6\nlocal3x3(3)",
+    "reshape": "input 2x6x6\nreshape(4, -1)",
+    "transpose": "input 2x6x6\ntranspose(3, 1, 2)",
+    "upsample": "input 2x3x3\nupsample(2)",
+    "crop": "input 2x6x6\ncrop(3)",
+    "pad": "input 2x6x6\npad(1)",
+    "channels": "input 4x6x6\nchannels(1, 3)",
+    "adaptiveavgpool": "input 2x7x7\nadaptiveavgpool(3)",
+    "adaptivemaxpool": "input 2x7x7\nadaptivemaxpool(3)",
+    "gated": "input 4x6x6\ngated",
 }
 
 HAS_GRAD = importlib.util.find_spec("netdsl.backends.train.grad") is not None

@@ -65,10 +65,12 @@ class Emitter:
     def weight(self, name: str) -> str:
         """The initializer `layer.name`, or "" where the layer has none by that name."""
         assert self.layer is not None
-        full = f"{self.layer.name}.{name}"
+        # a later use of a shared block reads the first use's initializers (listed once)
+        full = f"{self.layer.shares or self.layer.name}.{name}"
         if full not in self.params:
             return ""
-        self.initializers.append(full)
+        if full not in self.initializers:
+            self.initializers.append(full)
         return full
 
     def const(self, suffix: str, value: np.ndarray) -> str:
@@ -242,3 +244,8 @@ EMITTERS: dict[str, Emit] = {
     "concat": concat,
     "mul": mul,
 }
+
+# the layers of netdsl/rules_shape.py (layers_shape.py uses Emitter, hence the import here)
+from netdsl.backends.onnx import layers_shape  # noqa: E402
+
+EMITTERS.update(layers_shape.EMITTERS)

@@ -99,7 +99,17 @@ def _deconv_fans(node: Node, shape: tuple[int, ...]) -> tuple[float, float]:
 # Per op with a `weight` tensor: how many inputs feed one output and how many outputs one input
 # feeds (He and Glorot scale by them). tests/test_op_table.py checks that every op whose rule
 # gives a weight is here, so a new weighted op must decide.
-FANS = {"conv": _conv_fans, "dwconv": _conv_fans, "deconv": _deconv_fans, "fc": _fc_fans}
+def _local_fans(node: Node, shape: tuple[int, ...]) -> tuple[float, float]:
+    return shape[1], shape[2]  # weight is (positions, c_in*k*k, c_out): a conv's fans
+
+
+FANS = {
+    "conv": _conv_fans,
+    "dwconv": _conv_fans,
+    "deconv": _deconv_fans,
+    "fc": _fc_fans,
+    "local": _local_fans,
+}
 # every other tensor starts at a constant: biases 0, batch norm scale 1, mean 0, var 1
 CONSTANTS = {"bias": 0.0, "scale": 1.0, "mean": 0.0, "var": 1.0}
 

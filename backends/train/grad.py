@@ -20,6 +20,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
+from netdsl.backends.train import grad_shape
 from netdsl.backends.train.grad_layers import (
     avgpool,
     batchnorm,
@@ -214,3 +215,6 @@ GRADIENTS: dict[str, Rule] = {
     "Tanh": tanh,
     "Unsqueeze": reshape_back,
 }
+
+# the ops of the shape-moving layers and the locally connected layer (grad_shape.py)
+GRADIENTS.update(grad_shape.RULES)

@@ -150,12 +150,12 @@ GOLDEN = [
     ),
     (
         "locally connected",
-        "input 3x8x8\nlocal(16)\n",
+        "input 3x2x2\nlocal3x3(16)\n",
         lines(
-            "bad.net:2:1: error: 'local': locally connected layers (unshared weights) are not "
-            "supported; use conv for shared weights",
-            "  local(16)",
-            "  ^^^^^",
+            "bad.net:2:1: error: local3x3 needs an input of at least 3x3, got 2x2",
+            "  local3x3(16)",
+            "  ^^^^^^^^^^^^",
+            "  note: height and width: floor((2 + 0 - 3)/1) + 1 = 0",
         ),
     ),
     # ---- arguments

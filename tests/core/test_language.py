@@ -458,21 +458,11 @@ def test_imports_nest_at_most_32_deep(write_net) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.parametrize(
-    "name", ["local", "locallyconnected", "locally_connected", "lc", "conv_local"]
+    "name", ["local", "locallyconnected", "locally_connected", "lc", "local3x3", "lc3x3"]
 )
-def test_locally_connected_layers_are_refused_clearly(name: str) -> None:
-    with pytest.raises(netdsl.NetError) as caught:
-        netdsl.parse(f"input 3x8x8\n{name}(16)")
-    assert caught.value.message == (
-        f"'{name}': locally connected layers (unshared weights) are not supported; "
-        "use conv for shared weights"
-    )
-
-
-@pytest.mark.parametrize("name", ["local3x3", "locallyconnected2d"])
-def test_locally_connected_shorthands_are_refused_clearly(name: str) -> None:
-    with pytest.raises(netdsl.NetError, match="locally connected layers"):
-        netdsl.parse(f"input 3x8x8\n{name}(16)")
+def test_locally_connected_layers_are_spelled_every_way(name: str) -> None:
+    net = netdsl.parse(f"input 3x8x8\n{name}(16)")
+    assert (net.nodes[-1].op, net.nodes[-1].shape) == ("local", (16, 6, 6))
 
 
 def test_defaults_with_a_kernel_shorthand_are_not_silently_widened() -> None:
@@ -537,7 +527,6 @@ LIMITS = [
         "the net nests more than 150 levels deep",
     ),
     ("square past the limit", "input 3x8x8\n[[conv1x1(4)]*400]*400", "more than 20,000 layers"),
-    ("locally connected", "input 3x8x8\nlocallyconnected(4)", "locally connected layers"),
     (
         "deep brackets",
         "input 3x8x8\n" + "[" * 150 + "relu" + "]" * 150,
