@@ -1,0 +1,158 @@
+"""The layers of rules_shape.py against PyTorch: shapes and parameter counts, the ONNX model's
+outputs (onnxruntime) with identical weights, and the native training engine's gradients
+(`train/reverse.backward` over the emitted nodes) against autograd."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper
+
+import netdsl
+from netdsl.backends.onnx import emit, weights
+from netdsl.backends.train.grad import GRADIENTS
+from netdsl.backends.train.reverse import Grad, backward, constants, shapes_of
+
+T = torch.Tensor
+
+
+def _local(k: int, s: int, p: int) -> Callable[..., T]:
+    def f(x: T, w: T, b: T) -> T:  # w: [positions, c_in*k*k, c_out], b: [c_out, *outs]
+        cols = F.unfold(x, k, padding=p, stride=s)  # [N, c_in*k*k, positions]
+        y = torch.einsum("nkp,pkc->ncp", cols, w)
+        return y.reshape(x.shape[0], *b.shape) + b
+
+    return f
+
+
+def _pad(pads: tuple[int, ...], mode: str) -> Callable[..., T]:
+    t, left, b, r = pads
+    return lambda x: F.pad(x, (left, r, t, b), mode=mode)
+
+
+# name -> (net, input shape without batch, PyTorch function of (x, *weights in net order))
+CASES: dict[str, tuple[str, tuple[int, ...], Callable[..., T]]] = {
+    "local3x3": ("local3x3(4)", (3, 6, 7), _local(3, 1, 0)),
+    "local_s2_p1": ("local3x3/2(2, p=1)", (2, 7, 7), _local(3, 2, 1)),
+    "reshape_anchors": ("reshape(3, 2, -1)", (6, 4, 4), lambda x: x.reshape(2, 3, 2, -1)),
+    "softmax_per_anchor": (
+        "reshape(3, 2, -1) -> softmax(axis=2)",
+        (6, 4, 4),
+        lambda x: torch.softmax(x.reshape(2, 3, 2, -1), 2),
+    ),
+    "softmax_last": ("softmax(axis=-1)", (3, 4, 5), lambda x: torch.softmax(x, -1)),
+    "transpose": ("transpose(2, 3, 1)", (3, 4, 5), lambda x: x.permute(0, 2, 3, 1)),
+    "nearest": ("upsample(2)", (2, 3, 4), lambda x: F.interpolate(x, scale_factor=2)),
+    "nearest_3x2": (
+        "upsample((3, 2))",
+        (2, 3, 4),
+        lambda x: F.interpolate(x, scale_factor=(3, 2), mode="nearest"),
+    ),
+    "bilinear": (
+        "upsample(2, mode=bilinear)",
+        (2, 3, 5),
+        lambda x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False),
+    ),
+    "bilinear_x3": (
+        "upsample(3, mode=bilinear)",
+        (1, 4, 3),
+        lambda x: F.interpolate(x, scale_factor=3, mode="bilinear", align_corners=False),
+    ),
+    "crop": ("crop((3, 4))", (2, 8, 7), lambda x: x[:, :, 2:5, 1:5]),
+    "pad_constant": ("pad((1, 0, 2, 3))", (2, 4, 5), _pad((1, 0, 2, 3), "constant")),
+    "pad_reflect": ("pad((2, 1), mode=reflect)", (2, 4, 5), _pad((2, 1, 2, 1), "reflect")),
+    "pad_value": ("pad(1, value=0.5)", (2, 3, 3), lambda x: F.pad(x, (1, 1, 1, 1), value=0.5)),
+    "channels": ("channels(1, 3)", (4, 3, 3), lambda x: x[:, 1:3]),
+    "adaptive_avg_even": ("adaptiveavgpool(3)", (2, 6, 9), lambda x: F.adaptive_avg_pool2d(x, 3)),
+    "adaptive_avg_uneven": (
+        "adaptiveavgpool((3, 4))",
+        (2, 7, 10),
+        lambda x: F.adaptive_avg_pool2d(x, (3, 4)),
+    ),
+    "adaptive_max_uneven": (
+        "adaptivemaxpool(3)",
+        (2, 7, 5),
+        lambda x: F.adaptive_max_pool2d(x, 3),
+    ),
+    "adaptive_max_even": ("adaptivemaxpool(2)", (2, 4, 6), lambda x: F.adaptive_max_pool2d(x, 2)),
+    "avgpool_count_pad": (
+        "avgpool3x3/2(p=1, count_pad=true)",
+        (2, 7, 7),
+        lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=True),
+    ),
+    "gated": ("gated", (6, 3, 3), lambda x: torch.tanh(x[:, :3]) * torch.sigmoid(x[:, 3:])),
+}
+
+
+def _net(case: str) -> netdsl.ShapedNet:
+    text, shape, _ = CASES[case]
+    return netdsl.parse(f"input {'x'.join(map(str, shape))}\n{text}", f"{case}.net")
+
+
+def _weights(net: netdsl.ShapedNet) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {
+        k: rng.standard_normal(v.shape).astype(np.float32)
+        for k, v in weights.initialise(net).items()
+    }
+
+
+def _oracle(case: str, x: np.ndarray, params: dict[str, np.ndarray], grad: bool = False) -> Any:
+    tensors = [
+        torch.tensor(a, dtype=torch.float64, requires_grad=grad) for a in (x, *params.values())
+    ]
+    return CASES[case][2](*tensors), tensors
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_outputs_equal_pytorch(case: str) -> None:
+    net = _net(case)
+    params = _weights(net)
+    x = np.random.default_rng(2).standard_normal((2, *CASES[case][1])).astype(np.float32)
+    want, _ = _oracle(case, x, params)
+    assert net.output_shape == tuple(want.shape[1:])
+    assert net.params == sum(a.size for a in params.values())
+    model = emit.to_onnx(net, mode="inference", weights=params or None)
+    onnx.checker.check_model(model, full_check=True)
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradients_equal_autograd(case: str) -> None:
+    """reverse.backward over the emitted nodes (every rule of the layer's ONNX ops at once)."""
+    net = _net(case)
+    params = _weights(net)
+    x = np.random.default_rng(3).standard_normal((2, *CASES[case][1])).astype(np.float32)
+    model = emit.to_onnx(net, mode="inference", weights=params or None, batch=2)
+    nodes = list(model.graph.node)
+    g = Grad(shapes_of(model), constants(nodes))
+    wrt = ["input", *params]
+    grads = backward(g, nodes, {"output": "dy"}, wrt, GRADIENTS)
+    y, tensors = _oracle(case, x, params, grad=True)
+    dy = np.random.default_rng(4).standard_normal(tuple(y.shape)).astype(np.float32)
+    want = torch.autograd.grad(y, tensors, torch.tensor(dy, dtype=torch.float64))
+    outs = [helper.make_tensor_value_info(f"d:{n}", TensorProto.FLOAT, None) for n in wrt]
+    renames = [helper.make_node("Identity", [grads[n]], [f"d:{n}"]) for n in wrt]
+    dy_info = helper.make_tensor_value_info("dy", TensorProto.FLOAT, dy.shape)
+    graph = helper.make_graph(
+        [*nodes, *g.nodes, *renames],
+        "b",
+        [*model.graph.input, dy_info],
+        outs,
+        [*model.graph.initializer, *g.initializers],
+    )
+    full = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    full.ir_version = 8
+    got = ort.InferenceSession(full.SerializeToString()).run(None, {"input": x, "dy": dy})
+    for name, a, b in zip(wrt, got, want, strict=True):
+        b = b.numpy()
+        error = np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+        assert error <= 1e-4, f"{case} d{name}: relative error {error:.2e}"
