@@ -88,6 +88,11 @@ class Estimator:
                 return total
             case ast.Dense(body) | ast.Scale(body):
                 return _LAYER + self.least(body)
+            case ast.Bundle(arms):  # the merge after it is a call of its own
+                total = _STEP
+                for arm in arms:
+                    total += self.least(arm)
+                return total
         raise AssertionError(node)
 
     def body(self, name: str) -> Cost:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from netdsl import ops
+from netdsl import graph_statements, ops
 from netdsl import syntax as ast
 from netdsl.arguments import bind, default_table
 from netdsl.budget import MAX_DEPTH, MAX_LAYERS, MAX_STEPS, Cost, Estimator
@@ -25,6 +26,9 @@ from netdsl.rules import LOWERINGS
 from netdsl.source import Diagnostics, NetError, Span
 
 MAX_DIM = 2**31 - 1
+MERGES = ("concat", "add", "mul")  # what may follow `[a, b]`
+NOTHING = -1  # no tensor flows in yet (a line of a net with several inputs)
+FAILED = -2  # what flowed in failed; its error is reported, later layers stay silent
 MAX_TRACE = 8  # trace notes shown for one error; a deeper path is cut in the middle
 CHEAP_PASS = 1_000  # steps of a repetition's body small enough to run once before checking
 
@@ -71,6 +75,12 @@ class _Expander:
         self.steps = 0  # chain nodes visited so far
         self.depth = 0  # chain nodes open now
         self.estimate = Estimator(defs)
+        self.tensors: dict[str, int] = {}  # named tensors: inputs, `y = a -> ...`, outputs
+        self.blocks: dict[str, ast.Assign] = {}  # `tower = [...]`: shared blocks
+        self.env: Env = {}  # the net's parameters, which blocks see
+        self.uses: Counter[str] = Counter()  # uses of each block so far
+        self.outputs: list[tuple[str, int]] = []
+        self.sharing: list[tuple[str, str]] = []  # (this use's prefix, the first use's prefix)
 
     def emit(
         self,
@@ -81,9 +91,16 @@ class _Expander:
         span: Span,
         trace: tuple[Frame, ...],
     ) -> int:
+        if any(j < 0 for j in inputs):
+            return FAILED  # nothing flowed in; the reason is reported already
         if len(self.layers) >= MAX_LAYERS:
             raise OverBudget(f"the net expands to more than {MAX_LAYERS:,} layers", span)
-        self.layers.append(Layer(name, op, attrs, inputs, span, trace))
+        shares = ""
+        for mine, first in reversed(self.sharing):
+            if name.startswith(mine):
+                shares = first + name[len(mine) :]
+                break
+        self.layers.append(Layer(name, op, attrs, inputs, span, trace, shares))
         return len(self.layers) - 1
 
     def chain(
@@ -116,9 +133,20 @@ class _Expander:
             case ast.Call():
                 return self.call(node, x, env, scope, trace)
             case ast.Seq(items):
+                merge: ast.Bundle | None = None
                 for item in items:
-                    x = self.chain(item, x, env, scope, trace)
+                    if merge is not None:
+                        x = self.merge(merge, item, x, env, scope, trace)
+                        merge = None
+                    elif isinstance(item, ast.Bundle):
+                        merge = item
+                    else:
+                        x = self.chain(item, x, env, scope, trace)
+                if merge is not None:
+                    return self.merge(merge, None, x, env, scope, trace)
                 return x
+            case ast.Bundle():
+                return self.merge(node, None, x, env, scope, trace)
             case ast.Group(body):
                 return self.chain(body, x, env, scope, trace)
             case ast.Repeat():
@@ -146,6 +174,32 @@ class _Expander:
                 gate = self.chain(body, x, env, scope, trace)
                 return self.emit(scope.name("scale"), "mul", {}, (x, gate), node.span, trace)
         raise AssertionError(node)
+
+    def merge(
+        self,
+        bundle: ast.Bundle,
+        after: ast.Chain | None,
+        x: int,
+        env: Env,
+        scope: _Scope,
+        trace: tuple[Frame, ...],
+    ) -> int:
+        """`[a, b] -> concat`: the arms side by side, then the merge that must follow them."""
+        outs = tuple(self.chain(arm, x, env, scope, trace) for arm in bundle.arms)
+        merges = ", ".join(f"-> {m}" for m in MERGES)
+        if not isinstance(after, ast.Call) or after.name not in MERGES:
+            where = after.span if after is not None else bundle.span
+            self.diagnostics.error(
+                f"{len(outs)} tensors side by side must be merged next ({merges})",
+                where,
+                [f"the tensors are listed at {bundle.span.where}", *trace_notes(trace)],
+            )
+            return FAILED
+        if after.args or after.stride is not None:
+            self.diagnostics.error(f"the merge '{after.name}' takes no arguments", after.span)
+            return FAILED
+        attrs: dict[str, Any] = {"auto": False} if after.name == "add" else {}
+        return self.emit(scope.name(after.name), after.name, attrs, outs, after.span, trace)
 
     def count(self, node: ast.Repeat, env: Env) -> int:
         value = evaluate(node.count, env)
@@ -266,6 +320,19 @@ class _Expander:
         self, node: ast.Call, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
     ) -> int:
         try:
+            if node.name in self.tensors:
+                return self.reference(node)
+            if x == FAILED:
+                return x
+            if x == NOTHING:
+                raise NetError(
+                    f"nothing flows into '{node.name}': the net has several inputs; start the "
+                    "line from a named tensor",
+                    node.name_span,
+                    [f"named so far: {', '.join(self.tensors)}"],
+                )
+            if node.name in self.blocks:
+                return self.call_block(node, self.blocks[node.name], x, trace)
             if node.name in self.defs:
                 return self.call_def(node, self.defs[node.name], x, env, scope, trace)
             return self.call_op(node, x, env, scope, trace)
@@ -275,7 +342,39 @@ class _Expander:
             notes = [*error.diagnostics[0].notes, *trace_notes(trace)]
             self.diagnostics.error(error.message, error.span, notes)
             self.diagnostics.items.extend(error.diagnostics[1:])
-            return x
+            return FAILED if x < 0 else x
+
+    def reference(self, node: ast.Call) -> int:
+        if node.args or node.stride is not None:
+            raise NetError(f"'{node.name}' is a named tensor; it takes no arguments", node.span)
+        return self.tensors[node.name]
+
+    def call_block(
+        self, node: ast.Call, block: ast.Assign, x: int, trace: tuple[Frame, ...]
+    ) -> int:
+        """A use of a shared block: the first names its layers `tower.conv1`, the k-th
+        `tower@k.conv1`, which share the weights of the first (`Layer.shares`)."""
+        if node.args or node.stride is not None:
+            raise NetError(
+                f"'{node.name}' is a shared block; it takes no arguments "
+                "(a def makes a layer with parameters, and fresh weights at each use)",
+                node.span,
+            )
+        if node.name in self.calls:
+            raise NetError(f"'{node.name}' uses itself; blocks cannot recurse", node.name_span)
+        self.uses[node.name] += 1
+        k = self.uses[node.name]
+        prefix = f"{node.name}." if k == 1 else f"{node.name}@{k}."
+        if k > 1:
+            self.sharing.append((prefix, f"{node.name}."))
+        self.calls.append(node.name)
+        frame = Frame(f"in block {node.name} (use {k}), used", node.span)
+        try:
+            return self.chain(block.chain, x, self.env, _Scope(prefix), (*trace, frame))
+        finally:
+            self.calls.pop()
+            if k > 1:
+                self.sharing.pop()
 
     def call_def(
         self,
@@ -418,27 +517,48 @@ def expand_net(
             did_you_mean(name, known),
         )
     defaults = default_table(net.body.defaults, env, diagnostics)
-    dims = net.body.input.dims
-    span = net.body.input.span
+    inputs = net.body.inputs
     if input_shape is not None:  # another input size: the line's sizes replaced, rank kept
-        if len(input_shape) != len(dims):
+        dims = inputs[0].dims
+        if len(inputs) > 1:
+            diagnostics.error(
+                "another input shape can be given only to a net with one input "
+                f"({net.name or 'the net'} has {len(inputs)})",
+                inputs[0].span,
+            )
+        elif len(input_shape) != len(dims):
             given = "x".join(map(str, input_shape))
             diagnostics.error(
                 f"input shape {given} has {len(input_shape)} dimension(s); "
                 f"{net.name or 'the net'}'s input line has {len(dims)}",
-                span,
+                inputs[0].span,
             )
         else:
-            dims = tuple(input_shape)
+            inputs = (replace(inputs[0], dims=tuple(input_shape)),)
+    for given_input in inputs:
+        _check_input(given_input, diagnostics)
+    diagnostics.raise_if_any()
+    expander = _Expander(defs, defaults, diagnostics)
+    expander.env = env
+    graph_statements.run(expander, net, inputs, env, defs)
+    diagnostics.raise_if_any()
+    used = tuple(f"{k} ({n} layer{'s' if n > 1 else ''})" for k, n in expander.implicit.items())
+    return Graph(
+        net.name or "net",
+        inputs[0].dims,
+        tuple(expander.layers),
+        expander.outputs[0][1],
+        used,
+        net.span,
+        tuple(expander.tensors[i.name] if i.name else 0 for i in inputs),
+        tuple(expander.outputs),
+    )
+
+
+def _check_input(given: ast.Input, diagnostics: Diagnostics) -> None:
+    dims, span = given.dims, given.span
     if len(dims) not in (1, 3):
         diagnostics.error(f"input takes C or CxHxW, got {len(dims)} dimensions", span)
     for d in dims:
         if not 1 <= d <= MAX_DIM:
             diagnostics.error(f"input dimension {d} is out of range (1 to {MAX_DIM:,})", span)
-    diagnostics.raise_if_any()
-    expander = _Expander(defs, defaults, diagnostics)
-    expander.emit("input", "input", {}, (), span, ())
-    output = expander.chain(net.body.chain, 0, env, _Scope(), ())
-    diagnostics.raise_if_any()
-    used = tuple(f"{k} ({n} layer{'s' if n > 1 else ''})" for k, n in expander.implicit.items())
-    return Graph(net.name or "net", dims, tuple(expander.layers), output, used, net.span)

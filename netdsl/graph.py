@@ -33,11 +33,13 @@ class Layer:
     inputs: tuple[int, ...]
     span: Span
     trace: tuple[Frame, ...] = ()
+    shares: str = ""  # a later use of a shared block: the layer whose weights this one uses
 
 
 @dataclass(frozen=True, slots=True)
 class Graph:
-    """A net with everything evaluated: layer 0 is the input; `output` is the last layer."""
+    """A net with everything evaluated: layer 0 is the (first) input; `output` is the (first)
+    output layer. `inputs` lists every input layer, `outputs` every output as (name, layer)."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -45,3 +47,10 @@ class Graph:
     output: int
     defaults_used: tuple[str, ...]
     span: Span
+    inputs: tuple[int, ...] = (0,)
+    outputs: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def input_shapes(self) -> dict[int, tuple[int, ...]]:
+        """The shape of each input layer, by layer index."""
+        return {i: self.layers[i].attrs["shape"] for i in self.inputs}

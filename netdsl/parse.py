@@ -71,6 +71,7 @@ class _Newlines:
         # operators in a row at each bracket level: `1+1+...` nests the tree one level per `+`
         operators = [0]
         last = ""
+        previous: Token | None = None
         pending: Token | None = None
         for token in stream:
             budget.left -= 1
@@ -99,10 +100,15 @@ class _Newlines:
                 depth = max(0, depth - 1)
                 if len(operators) > 1:
                     operators.pop()
-            last = token.type
+            last, previous = token.type, token
             yield token
         if pending is not None:
             yield pending
+        elif previous is not None:
+            # every statement ends with a newline, the last one too: an empty one, which
+            # syntax_errors calls the end of the file (and which, where the text stops short,
+            # makes the parser reduce as far as it can before it reports what was expected)
+            yield Token.new_borrow_pos("_NL", "", previous)
 
 
 OPTIONS: dict[str, Any] = {
@@ -218,9 +224,21 @@ class _ToIR(Transformer[Token, Any]):
         return ast.Net(None, (), items[0], self._s(meta))
 
     def body(self, meta: Any, items: list[Any]) -> ast.Body:
-        defaults = tuple(d for item in items[:-1] if isinstance(item, tuple) for d in item)
-        inputs = [i for i in items if isinstance(i, ast.Input)]
-        return ast.Body(defaults, inputs[0], items[-1], self._s(meta))
+        defaults = tuple(
+            d
+            for item in items
+            if isinstance(item, tuple)
+            for d in item
+            if isinstance(d, ast.Default)
+        )
+        inputs = next(i for i in items if isinstance(i, tuple) and isinstance(i[0], ast.Input))
+        at = items.index(inputs)
+        lines = [i for i in items[at + 1 :] if not isinstance(i, tuple)]
+        statements = tuple(i for i in lines if isinstance(i, ast.Assign | ast.Output))
+        chains = [i for i in lines if not isinstance(i, ast.Assign | ast.Output)]
+        last = lines[-1] if chains and lines[-1] is chains[-1] else None
+        stray = tuple(c for c in chains if c is not last)
+        return ast.Body(defaults, inputs, statements, last, self._s(meta), stray)
 
     def params(self, meta: Any, items: list[Any]) -> tuple[ast.Param, ...]:
         return tuple(p for p in items if p is not None)
@@ -243,9 +261,25 @@ class _ToIR(Transformer[Token, Any]):
     def default(self, meta: Any, items: list[Any]) -> ast.Default:
         return ast.Default(str(items[0]), str(items[1]), items[2], self._s(meta))
 
-    def input_stmt(self, meta: Any, items: list[Token]) -> ast.Input:
-        dims = tuple(int(d) for d in str(items[0]).split("x"))
-        return ast.Input(dims, token_span(self.source, items[0]))
+    def input_stmt(self, meta: Any, items: list[Any]) -> tuple[ast.Input, ...]:
+        if isinstance(items[0], Token):
+            dims = tuple(int(d) for d in str(items[0]).split("x"))
+            return (ast.Input(dims, token_span(self.source, items[0])),)
+        return tuple(items)
+
+    def named_input(self, meta: Any, items: list[Token]) -> ast.Input:
+        name, size = items
+        dims = tuple(int(d) for d in str(size).split("x"))
+        where = token_span(self.source, size)
+        return ast.Input(dims, where, str(name), token_span(self.source, name))
+
+    def assign(self, meta: Any, items: list[Any]) -> ast.Assign:
+        name, chain = items
+        return ast.Assign(str(name), chain, self._s(meta), token_span(self.source, name))
+
+    def output_stmt(self, meta: Any, items: list[Any]) -> ast.Output:
+        name, chain = items
+        return ast.Output(str(name), chain, self._s(meta), token_span(self.source, name))
 
     # ---- chains
     def seq(self, meta: Any, items: list[Any]) -> ast.Seq:
@@ -280,6 +314,9 @@ class _ToIR(Transformer[Token, Any]):
 
     def group(self, meta: Any, items: list[Any]) -> ast.Group:
         return ast.Group(items[0], self._s(meta))
+
+    def bundle(self, meta: Any, items: list[Any]) -> ast.Bundle:
+        return ast.Bundle(tuple(items), self._s(meta))
 
     def res(self, meta: Any, items: list[Any]) -> ast.Res:
         return ast.Res(items[0], items[1], self._s(meta))

@@ -59,6 +59,7 @@ class Node:
     span: Span
     trace: tuple[Frame, ...] = ()
     note: str = ""
+    shares: str = ""  # the node whose weights this one uses (a later use of a shared block)
 
     @property
     def params(self) -> int:
@@ -92,6 +93,17 @@ class ShapedNet:
     merged_paths: bool  # paths with different receptive fields meet somewhere
     span: Span
     wider_union: bool = False  # ... and their union is wider than each (offset windows)
+    inputs: tuple[int, ...] = (0,)  # the input nodes (a net may have several)
+    outputs: tuple[tuple[str, int], ...] = ()  # (name, node) of each output; () for `output`
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.nodes[i].name for i in self.inputs)
+
+    @property
+    def output_list(self) -> tuple[tuple[str, int], ...]:
+        """(name, node) of every output: `output` alone where the net has one chain."""
+        return self.outputs or (("output", self.output),)
 
     @property
     def output_shape(self) -> Shape:
@@ -172,13 +184,17 @@ class _Pass:
         first = g.layers[0]
         axes = max(len(g.input_shape) - 1, 0)
         field = Field((geometry.POINT,) * axes, (1,) * axes)
-        self.nodes.append(Node("input", "input", {}, (), g.input_shape, (), 0, field, first.span))
+        self.nodes.append(
+            Node(first.name, "input", {}, (), g.input_shape, (), 0, field, first.span)
+        )
         self.index[0] = 0
         for i, layer in enumerate(g.layers[1:], start=1):
             self.index[i] = self.shape(i, layer)
         self.diagnostics.raise_if_any()
         out = self.index[g.output]
         assert out is not None
+        inputs = tuple(self.index[j] for j in g.inputs)
+        outputs = tuple((name, self.index[j]) for name, j in g.outputs)
         return ShapedNet(
             g.name,
             g.input_shape,
@@ -189,9 +205,17 @@ class _Pass:
             self.merged,
             g.span,
             self.wider,
+            tuple(j for j in inputs if j is not None),
+            tuple((name, j) for name, j in outputs if j is not None),
         )
 
     def shape(self, i: int, layer: Layer) -> int | None:
+        if layer.op == "input":  # another input of a net with several
+            shape = self.graph.input_shapes[i]
+            axes = max(len(shape) - 1, 0)
+            field = Field((geometry.POINT,) * axes, (1,) * axes)
+            self.nodes.append(Node(layer.name, "input", {}, (), shape, (), 0, field, layer.span))
+            return len(self.nodes) - 1
         inputs = [self.index[j] for j in layer.inputs]
         if any(j is None for j in inputs):
             return None  # an earlier layer failed; its error is already reported
@@ -226,7 +250,29 @@ class _Pass:
                     "warning",
                 )
             )
-        return self.append(layer, tuple(ins), out)
+        shared = self.share(layer, out) if layer.shares else out
+        return None if shared is None else self.append(layer, tuple(ins), shared)
+
+    def share(self, layer: Layer, out: Out) -> Out | None:
+        """A later use of a shared block: the weights are the first use's, so their shapes
+        must agree; the layer holds none of its own (they are counted once)."""
+        owner = next((n for n in self.nodes if n.name == layer.shares), None)
+        if owner is None or not out.weights:
+            return out
+        mine = [(w.name, w.shape) for w in out.weights]
+        theirs = [(w.name, w.shape) for w in owner.weights]
+        if mine != theirs:
+            shown = ", ".join(f"{n} {dims(s)}" for n, s in mine)
+            first = ", ".join(f"{n} {dims(s)}" for n, s in theirs)
+            self.diagnostics.error(
+                f"{written(layer)}: a shared block's layer needs the same weights at every use; "
+                f"here {shown}, at its first use ({owner.name}) {first}",
+                layer.span,
+                ["what flows into the block differs between its uses", *trace_notes(layer.trace)],
+            )
+            return None
+        note = "; ".join(filter(None, [out.note, f"weights of {owner.name}"]))
+        return Out(out.shape, out.attrs, (), out.macs, out.window, note)
 
     def append(self, layer: Layer, ins: tuple[int, ...], out: Out, name: str = "") -> int:
         rf = self.receptive_field(ins, out.window, out.shape)
@@ -243,6 +289,7 @@ class _Pass:
                 layer.span,
                 layer.trace,
                 out.note,
+                layer.shares if not name else "",
             )
         )
         return len(self.nodes) - 1

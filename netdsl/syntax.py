@@ -115,6 +115,14 @@ class Comprehension:
 
 
 @dataclass(frozen=True, slots=True)
+class Bundle:
+    """`[a, b -> conv1x1(64)]`: several tensors side by side, for the merge that follows."""
+
+    arms: tuple[Chain, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Res:
     body: Chain
     shortcut: Chain | None
@@ -140,7 +148,7 @@ class Scale:
     span: Span
 
 
-Chain = Call | Seq | Group | Repeat | Comprehension | Res | Branch | Dense | Scale
+Chain = Call | Seq | Group | Bundle | Repeat | Comprehension | Res | Branch | Dense | Scale
 
 # ---- statements ----------------------------------------------------------------------------
 
@@ -164,14 +172,46 @@ class Default:
 class Input:
     dims: tuple[int, ...]
     span: Span
+    name: str | None = None  # `input a: 1x105x105`; None for the one unnamed input
+    name_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """`y = a -> conv3x3(64)` names a tensor; `tower = [conv -> relu]` (a chain that does not
+    start from a tensor) names a block, whose every use shares one set of weights."""
+
+    name: str
+    chain: Chain
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """`output scores: y -> fc(10)`, or `output y` for a tensor already named."""
+
+    name: str
+    chain: Chain | None
+    span: Span
+    name_span: Span
+
+
+Statement = Assign | Output
 
 
 @dataclass(frozen=True, slots=True)
 class Body:
     defaults: tuple[Default, ...]
-    input: Input
-    chain: Chain
+    inputs: tuple[Input, ...]
+    statements: tuple[Statement, ...]
+    chain: Chain | None  # the last line when it is a bare chain: the net's one output
     span: Span
+    stray: tuple[Chain, ...] = ()  # bare chains before the last line (an error to report)
+
+    @property
+    def input(self) -> Input:
+        return self.inputs[0]
 
 
 @dataclass(frozen=True, slots=True)

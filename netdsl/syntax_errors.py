@@ -59,7 +59,9 @@ def syntax_error(source: Source, error: UnexpectedInput) -> NetError:
     line, column = max(1, error.line or 1), max(1, error.column or 1)
     if isinstance(error, UnexpectedToken):
         token = error.token
-        if token.type == "$END":  # point just past the last text, where something is missing
+        if token.type == "$END" or (
+            token.type == "_NL" and not token.value
+        ):  # point just past the last text, where something is missing
             last = max((i for i, text in enumerate(source.lines) if text.strip()), default=0)
             end = len(source.line(last + 1).rstrip()) + 1
             span = Span(source, last + 1, end, last + 1, end + 1)

@@ -129,8 +129,8 @@ def emit(
     for i, node in enumerate(net.nodes):
         e.layer, e.index = node, i
         xs = [e.tensors[j] for j in node.inputs]
-        e.tensors.append("input" if node.op == "input" else EMITTERS[node.op](e, node, xs))
-    _name_output(e)
+        e.tensors.append(node.name if node.op == "input" else EMITTERS[node.op](e, node, xs))
+    _name_outputs(e)
     model = onnx.ModelProto()  # built in place: make_model would copy every weight again
     model.ir_version = IR_VERSION
     model.producer_name, model.producer_version = "netdsl", _version()
@@ -160,8 +160,10 @@ def _graph(e: Emitter, batch: int | None, graph: onnx.GraphProto) -> None:
     net, dim = e.net, "N" if batch is None else batch
     graph.name, graph.doc_string = net.name, f"{net.name}, from {net.span.where}"
     graph.node.extend(e.nodes)
-    graph.input.append(_value("input", dim, net.input_shape))
-    graph.output.append(_value("output", dim, net.output_shape))
+    for i in net.inputs:
+        graph.input.append(_value(net.nodes[i].name, dim, net.nodes[i].shape))
+    for name, i in net.output_list:
+        graph.output.append(_value(name, dim, net.nodes[i].shape))
     for name in e.initializers:  # written in place: make_graph would copy every tensor
         tensor, value = graph.initializer.add(), e.params[name]
         tensor.name, tensor.data_type = name, TensorProto.FLOAT
@@ -169,18 +171,23 @@ def _graph(e: Emitter, batch: int | None, graph: onnx.GraphProto) -> None:
         tensor.raw_data = value.astype("<f4", copy=False).tobytes()
 
 
-def _name_output(e: Emitter) -> None:
-    """Call the net's output tensor `output`; a net that is only its input gets an Identity."""
-    last = e.tensors[e.net.output]
-    if last == "input":
-        e.layer = e.net.nodes[e.net.output]
-        e.add("Identity", ["input"], ["output"], ".output")
-        return
-    for node in e.nodes:
-        for names in (node.input, node.output):
-            for k, name in enumerate(names):
-                if name == last:
-                    names[k] = "output"
+def _name_outputs(e: Emitter) -> None:
+    """Call each output tensor by its output's name (`output` for a net of one chain); an
+    output that is an input, or a tensor already named for another output, gets an Identity."""
+    named = {e.net.nodes[i].name for i in e.net.inputs}  # an output can be what came in
+    for out, index in e.net.output_list:
+        last = e.tensors[index]
+        if last in named:
+            e.layer = e.net.nodes[index]
+            e.add("Identity", [last], [out], f".{out}")
+            continue
+        named.add(out)
+        for node in e.nodes:
+            for names in (node.input, node.output):
+                for k, name in enumerate(names):
+                    if name == last:
+                        names[k] = out
+        e.tensors[index] = out
 
 
 def _value(name: str, batch: int | str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
