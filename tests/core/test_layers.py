@@ -4,6 +4,8 @@ the paper counts it, and each layer's mistakes are one located error with the nu
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import netdsl
@@ -67,3 +69,80 @@ def test_mistakes_are_located_errors(text: str, message: str) -> None:
         netdsl.parse(text, "bad.net")
     assert message in str(caught.value)
     assert "bad.net:2:" in str(caught.value)
+
+
+# ---- zoo nets built from these layers, against PyTorch re-implementations from the papers ----
+
+
+def _deepface() -> tuple[Any, tuple[int, ...]]:
+    """Taigman et al. 2014, Fig. 2, with a locally connected layer written with unfold."""
+    import torch
+    from torch import nn
+
+    class Local(nn.Module):  # type: ignore[misc]
+        def __init__(self, c_in: int, c: int, k: int, s: int, n: int) -> None:
+            super().__init__()
+            self.k, self.s, m = k, s, (n - k) // s + 1
+            self.weight = nn.Parameter(torch.zeros(m * m, c_in * k * k, c))
+            self.bias = nn.Parameter(torch.zeros(c, m, m))
+
+        def forward(self, x: Any) -> Any:
+            cols = nn.functional.unfold(x, self.k, stride=self.s)
+            y = torch.einsum("nkp,pkc->ncp", cols, self.weight)
+            return y.reshape(x.shape[0], *self.bias.shape) + self.bias
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 11), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(32, 16, 9), nn.ReLU(),
+        Local(16, 16, 9, 1, 63), nn.ReLU(), Local(16, 16, 7, 2, 55), nn.ReLU(),
+        Local(16, 16, 5, 1, 25), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 21 * 21, 4096), nn.ReLU(), nn.Dropout(),
+        nn.Linear(4096, 4030), nn.Softmax(1),
+    )  # fmt: skip
+    return model, (3, 152, 152)
+
+
+def _lenet5_c3() -> tuple[Any, tuple[int, ...]]:
+    """LeCun et al. 1998, Table I: which S2 maps each C3 map sees."""
+    import torch
+    from torch import nn
+
+    table = [[j % 6 for j in range(i, i + 3)] for i in range(6)]
+    table += [[j % 6 for j in range(i, i + 4)] for i in range(6)]
+    table += [[0, 1, 3, 4], [1, 2, 4, 5], [0, 2, 3, 5], list(range(6))]
+
+    class C3(nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.maps = nn.ModuleList(nn.Conv2d(len(cols), 1, 5) for cols in table)
+
+        def forward(self, x: Any) -> Any:
+            return torch.cat([m(x[:, cols]) for m, cols in zip(self.maps, table, strict=True)], 1)
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), C3(), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(16, 120, 5), nn.Tanh(), nn.Flatten(), nn.Linear(120, 84), nn.Tanh(),
+        nn.Linear(84, 10), nn.Softmax(1),
+    )  # fmt: skip
+    return model, (1, 32, 32)
+
+
+@pytest.mark.parametrize("name", ["deepface", "lenet5_c3"])
+def test_zoo_net_matches_pytorch(name: str) -> None:
+    """Parameters, multiply-adds (torch's FlopCounterMode / 2: convolutions, matrix products
+    and einsums, no biases) and output shape on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, shape = {"deepface": _deepface, "lenet5_c3": _lenet5_c3}[name]()
+    model = model.to("meta").eval()
+    with FlopCounterMode(display=False) as counter:
+        y = model(torch.empty(1, *shape, device="meta"))
+    net = netdsl.load(name)
+    params = sum(p.numel() for p in model.parameters())
+    assert net.input_shape == shape
+    assert (net.params, net.macs, net.output_shape) == (
+        params,
+        counter.get_total_flops() // 2,
+        tuple(y.shape[1:]),
+    )

@@ -72,6 +72,14 @@ PUBLISHED = [
      "by hand from LeCun et al. 1998 Sec. II.B, full C3: params C1 6*(5*5+1) + C3 16*(6*25+1) "
      "+ C5 120*(16*25+1) + F6 84*(120+1) + out 10*(84+1); MACs 6*28*28*25 + 16*10*10*150 + "
      "120*400 + 84*120 + 10*84"),
+    ("lenet5_c3", 61_706 - 16 * 6 * 25 + 60 * 25, 416_520 - 16 * 10 * 10 * 150 + 60 * 10 * 10 * 25,
+     0.0, "lenet5 with Table I's C3: 60 of its 96 map pairs connected, 1,516 parameters (Sec. "
+     "II.B); tests/core/test_layers.py also checks it against a PyTorch re-implementation"),
+    ("deepface", 32 * 363 + 32 + 16 * 81 * 32 + 16 + 55**2 * 81 * 256 + 16 * 55**2
+     + 25**2 * 49 * 256 + 16 * 25**2 + 21**2 * 25 * 256 + 16 * 21**2 + 7057 * 4096
+     + 4097 * 4030, None, 0.0,
+     "by hand from Taigman et al. 2014 Fig. 2 (C1, C3 over 32 maps, L4-L6 with a bias per "
+     "output unit, F7, F8); tests/core/test_layers.py checks params and MACs against PyTorch"),
     ("context_module", 64 * 21**2 + 8 * 21, None, 0.0,
      "Yu & Koltun 2016, Sec. 3: the basic context module has 64 C^2 weights (C = 21), plus the "
      "8 C biases of its 8 layers"),
