@@ -91,8 +91,10 @@ def to_fp16(model: onnx.ModelProto, data_inputs: Iterable[str] | None = None) ->
         else {i.name for i in graph.input if i.name not in weights}
     )
     outputs = {o.name for o in graph.output}
+    # Resize's scales are float32 whatever the data's type (ONNX's type constraint)
+    scales = {n.input[2] for n in graph.node if n.op_type == "Resize" and len(n.input) > 2}
     for tensor in graph.initializer:
-        if tensor.data_type == TensorProto.FLOAT:
+        if tensor.data_type == TensorProto.FLOAT and tensor.name not in scales:
             tensor.CopyFrom(_half(numpy_helper.to_array(tensor), tensor.name))
     nodes: list[onnx.NodeProto] = [
         helper.make_node(
@@ -102,7 +104,7 @@ def to_fp16(model: onnx.ModelProto, data_inputs: Iterable[str] | None = None) ->
     ]
     for node in graph.node:
         node = _rename(node, {name: f"{name}.fp16" for name in inputs})
-        if node.op_type == "Constant":
+        if node.op_type == "Constant" and node.output[0] not in scales:
             _half_constant(node)
         if node.op_type in KEPT_FP32:
             nodes.extend(_in_fp32(node, outputs))

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 
 import netdsl
 from netdsl.backends.onnx import emit, weights
+from netdsl.backends.passes import fp16
 from netdsl.backends.train.grad import GRADIENTS
 from netdsl.backends.train.reverse import Grad, backward, constants, shapes_of
 
@@ -156,3 +157,17 @@ def test_gradients_equal_autograd(case: str) -> None:
         b = b.numpy()
         error = np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
         assert error <= 1e-4, f"{case} d{name}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fp16_model_runs_close(case: str) -> None:
+    """The fp16 pass keeps every new layer valid (Resize's scales stay float32) and close."""
+    net = _net(case)
+    params = _weights(net)
+    x = np.random.default_rng(5).standard_normal((2, *CASES[case][1])).astype(np.float32)
+    model = emit.to_onnx(net, mode="inference", weights=params or None)
+    half = fp16.apply_precision(model, "fp16")
+    onnx.checker.check_model(half, full_check=True)
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+    got = ort.InferenceSession(half.SerializeToString()).run(None, {"input": x})[0]
+    assert np.abs(got - want).max() <= 2e-3 * max(np.abs(want).max(), 1.0)
