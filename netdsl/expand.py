@@ -26,7 +26,11 @@ from netdsl.rules import LOWERINGS
 from netdsl.source import Diagnostics, NetError, Span
 
 MAX_DIM = 2**31 - 1
-MERGES = ("concat", "add", "mul")  # what may follow `[a, b]`
+MERGES = ("concat", "add", "mul")
+SIZED_BY = {
+    "crop": "size",
+    "upsample": "f",
+}  # layers that can take another tensor's sizes  # what may follow `[a, b]`
 NOTHING = -1  # no tensor flows in yet (a line of a net with several inputs)
 FAILED = -2  # what flowed in failed; its error is reported, later layers stay silent
 MAX_TRACE = 8  # trace notes shown for one error; a deeper path is cut in the middle
@@ -471,7 +475,13 @@ class _Expander:
                 f"unknown layer '{node.name}'", node.name_span, did_you_mean(node.name, names)
             )
         op, kernel = resolved
+        node, target = self.target(node, op.name)
         attrs = bind(op, node, kernel, env, self.defaults, self.implicit)
+        if target is not None:  # `crop(to=up)`: sizes from another tensor, in shapes.py
+            name = scope.name(op.name)
+            return self.emit(
+                name, op.name, {**attrs, "to": target[0]}, (x, target[1]), node.span, trace
+            )
         lowering = LOWERINGS.get(op.name)  # sepconv: the rules decide its two layers
         if lowering is not None:
             name, out = scope.name(op.name), x
@@ -479,6 +489,25 @@ class _Expander:
                 out = self.emit(f"{name}.{suffix}", part, part_attrs, (out,), node.span, trace)
             return out
         return self.emit(scope.name(op.name), op.name, attrs, (x,), node.span, trace)
+
+    def target(self, node: ast.Call, op: str) -> tuple[ast.Call, tuple[str, int] | None]:
+        """`crop(to=skip)`, `upsample(to=skip)`: the tensor whose sizes the layer takes, and
+        the call without that argument (its sizes, given a stand-in, are set in shapes.py)."""
+        to = next((a for a in node.args if a.name == "to"), None)
+        if to is None or op not in SIZED_BY:
+            return node, None
+        if not isinstance(to.value, ast.Var) or to.value.name not in self.tensors:
+            raise NetError(
+                f"'{node.name}(to=...)' takes the name of a tensor",
+                to.span,
+                [f"named so far: {', '.join(self.tensors) or 'none'}"],
+            )
+        if any(a.name == SIZED_BY[op] for a in node.args):
+            raise NetError(f"give '{node.name}' either to= or {SIZED_BY[op]}=, not both", to.span)
+        stand_in = ast.Arg(SIZED_BY[op], ast.Int(1, to.span), to.span)
+        args = tuple(stand_in if a is to else a for a in node.args)
+        call = ast.Call(node.name, node.stride, args, node.span, node.name_span)
+        return call, (to.value.name, self.tensors[to.value.name])
 
 
 def trace_notes(trace: tuple[Frame, ...], skip: Frame | None = None) -> list[str]:

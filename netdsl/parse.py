@@ -278,7 +278,7 @@ class _ToIR(Transformer[Token, Any]):
         return ast.Assign(str(name), chain, self._s(meta), token_span(self.source, name))
 
     def output_stmt(self, meta: Any, items: list[Any]) -> ast.Output:
-        name, chain = items
+        name, chain = items[0], (items[1] if len(items) > 1 else None)
         return ast.Output(str(name), chain, self._s(meta), token_span(self.source, name))
 
     # ---- chains

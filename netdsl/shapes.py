@@ -21,9 +21,11 @@ from netdsl.expand import trace_notes
 from netdsl.geometry import Num, Reach
 from netdsl.graph import Frame, Graph, Layer
 from netdsl.rules import RULES, Ctx, Out, Shape, ShapeError, Weight, Window, dims, projection
+from netdsl.rules_shape import crop_to, upsample_to
 from netdsl.source import Diagnostic, Diagnostics, NetError, Span
 
 MAX_ELEMENTS = 2**31 - 1
+_SIZED = {"crop": crop_to, "upsample": upsample_to}  # `to=name`: attributes from two shapes
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +224,14 @@ class _Pass:
         ins = [j for j in inputs if j is not None]
         if layer.op == "add" and layer.attrs.get("auto"):
             ins[1] = self.project(layer, ins[0], ins[1])
+        attrs = layer.attrs
+        if "to" in attrs:  # `crop(to=skip)`: the sizes of another tensor, which is no input
+            attrs, ins = self.sized_by(layer, ins)
+            if not ins:
+                return None
         ctx = Ctx(
             written(layer),
-            layer.attrs,
+            attrs,
             tuple(self.nodes[j].shape for j in ins),
             i not in self.feeds_bn,
         )
@@ -235,7 +242,12 @@ class _Pass:
             history = self.history(layer, i)
             repeated = [f for f in layer.trace if f.count]
             skip = repeated[-1] if history else None
-            notes = [*error.notes, *history, *trace_notes(layer.trace, skip)]
+            notes = [
+                *error.notes,
+                *_skip_hint(layer, ctx),
+                *history,
+                *trace_notes(layer.trace, skip),
+            ]
             if len(self.graph.input_shape) == 1:  # no image anywhere: the input line says why
                 vector = f"the net's input is a vector (input {dims(self.graph.input_shape)})"
                 notes = [vector if n.startswith("a flatten or fc") else n for n in notes]
@@ -252,6 +264,17 @@ class _Pass:
             )
         shared = self.share(layer, out) if layer.shares else out
         return None if shared is None else self.append(layer, tuple(ins), shared)
+
+    def sized_by(self, layer: Layer, ins: list[int]) -> tuple[dict[str, Any], list[int]]:
+        have, target = (self.nodes[j].shape for j in ins)
+        try:
+            sized = _SIZED[layer.op](have, target)
+        except ShapeError as error:
+            note = f"{layer.attrs['to']} is {dims(target)}"
+            self.diagnostics.error(error.message, layer.span, [*error.notes, note])
+            return {}, []
+        attrs = {k: v for k, v in layer.attrs.items() if k != "to"}
+        return {**attrs, **sized}, ins[:1]
 
     def share(self, layer: Layer, out: Out) -> Out | None:
         """A later use of a shared block: the weights are the first use's, so their shapes
@@ -382,6 +405,22 @@ class _Pass:
         if len(sizes) < 2:
             return []
         return [f"in {frame.text}; input sizes " + " → ".join(sizes[k] for k in sorted(sizes))]
+
+
+def _skip_hint(layer: Layer, ctx: Ctx) -> list[str]:
+    """A concatenation of maps of different sizes (a U-Net skip): say how to match them."""
+    shapes = ctx.inputs
+    if layer.op != "concat" or len({len(s) for s in shapes}) != 1 or len(shapes[0]) < 2:
+        return []
+    smallest = min(shapes, key=lambda s: math.prod(s[1:]))
+    if any(any(n < m for n, m in zip(s[1:], smallest[1:], strict=True)) for s in shapes):
+        return []  # no one map fits inside the others
+    larger = [dims(s[1:]) for s in shapes if s[1:] != smallest[1:]]
+    return [
+        f"crop the larger map{'s' if len(larger) > 1 else ''} ({', '.join(larger)}) to "
+        f"{dims(smallest[1:])} first: [skip -> crop(to=up), up] -> concat (U-Net's "
+        "crop-and-copy), or pad the smaller"
+    ]
 
 
 def _broadcast(reach: Reach) -> Reach:

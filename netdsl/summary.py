@@ -49,10 +49,21 @@ def _stride(node: Node) -> str:
 
 
 def check_line(net: ShapedNet) -> str:
-    return (
-        f"{net.name}: {dims(net.input_shape)} -> {dims(net.output_shape)}, "
-        f"{net.params:,} params, {si(net.macs)}MACs"
-    )
+    return f"{net.name}: {inputs(net)} -> {outputs(net)}, {net.params:,} params, {si(net.macs)}MACs"
+
+
+def inputs(net: ShapedNet) -> str:
+    """`3x224x224`, or `a 1x105x105, b 1x105x105` for a net with named inputs."""
+    if len(net.inputs) == 1 and net.nodes[net.inputs[0]].name == "input":
+        return dims(net.input_shape)
+    return ", ".join(f"{net.nodes[i].name} {dims(net.nodes[i].shape)}" for i in net.inputs)
+
+
+def outputs(net: ShapedNet) -> str:
+    """`1000`, or `cls 9x14x14, box 36x14x14` for a net with named outputs."""
+    if len(net.output_list) == 1 and net.output_list[0][0] == "output":
+        return dims(net.output_shape)
+    return ", ".join(f"{name} {dims(net.nodes[i].shape)}" for name, i in net.output_list)
 
 
 def spatial_rf(net: ShapedNet) -> Node | None:
@@ -139,7 +150,8 @@ def table(net: ShapedNet, depth: int | None = None) -> str:
         return "  ".join(parts).rstrip()
 
     rule = "-" * len(line(tuple("" for _ in header)).ljust(sum(widths) + 2 * (len(header) - 1)))
-    lines = [f"{net.name}: input {dims(net.input_shape)}", rule, line(header), rule]
+    several = "s" if len(net.inputs) > 1 else ""
+    lines = [f"{net.name}: input{several} {inputs(net)}", rule, line(header), rule]
     for r, c in zip(body, cells, strict=True):
         lines.append(line(c) + (f"  # {r.note}" if r.note else ""))
     lines.append(rule)
@@ -150,7 +162,8 @@ def table(net: ShapedNet, depth: int | None = None) -> str:
 def _totals(net: ShapedNet) -> list[str]:
     rf = spatial_rf(net)
     lines = [
-        f"output {dims(net.output_shape)}; {len(net.nodes) - 1} layers",
+        f"output{'s' if len(net.output_list) > 1 else ''} {outputs(net)}; "
+        f"{len(net.nodes) - len(net.inputs)} layers",
         f"params: {net.params:,} ({mib(4 * net.params)})"
         + (f"; buffers: {net.buffers:,} (batch-norm running statistics)" if net.buffers else ""),
         f"multiply-adds: {net.macs:,} MACs ({si(net.macs)}MACs = {si(2 * net.macs)}FLOPs)",
@@ -170,8 +183,14 @@ def to_json(net: ShapedNet, depth: int | None = None) -> dict[str, Any]:
     rf = spatial_rf(net)
     return {
         "net": net.name,
-        "input": list(net.input_shape),
+        "input": list(net.input_shape),  # the first input's and output's: see inputs, outputs
         "output": list(net.output_shape),
+        "inputs": [
+            {"name": net.nodes[i].name, "shape": list(net.nodes[i].shape)} for i in net.inputs
+        ],
+        "outputs": [
+            {"name": name, "shape": list(net.nodes[i].shape)} for name, i in net.output_list
+        ],
         "layers": [
             {
                 "name": n.name,
