@@ -80,6 +80,14 @@ BOMBS = [
         {"a.net": "input 3x8x8\nmaxpool(k=1, s=2147483647)*40\n"},
         "summary",
     ),
+    Bomb(
+        "stacked wide transposed convolutions in summary",
+        {
+            "a.net": "input 1x1024x1024\n[maxpool]*10 -> deconv(1, k=(1,40000), s=(1,1024))"
+            " -> deconv(1, k=(1,40000), s=(1,1024))\n"
+        },
+        "summary",
+    ),
     Bomb("deep operators", {"a.net": "input 3x8x8\nconv1x1(" + "-" * 5000 + "1)\n"}),
     Bomb("long sum", {"a.net": "input 3x8x8\nconv1x1(" + "+".join(["1"] * 50000) + ")\n"}),
     Bomb(

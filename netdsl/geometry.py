@@ -13,6 +13,12 @@ convolution with stride s splits it into s phases, because neighbouring outputs 
 numbers of inputs: output u of `deconv(k, s)` is fed by the inputs i with 0 <= u - s*i <= k' - 1,
 that is at most floor((k' - 1)/s) + 1 consecutive inputs, not the (k' - 1)/s + 1 of the sliding
 formula (`conv1x5/4 -> deconv1x8/4` sees 5 + 1*4 = 9 pixels, not 12).
+
+Exactness has a price that a hostile file could raise without bound (stacked transposed
+convolutions multiply the periods; a huge kernel multiplies the work per phase), so past
+`MAX_PERIOD` phases or `WORK` window taps a reach is replaced by its `envelope`: one period that
+holds every phase. The field is then bounded from above, never under-reported, and the work stays
+small whatever the numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 Num = int | Fraction  # a step is a fraction only after global pooling of an odd-sized map
+
+MAX_PERIOD = 4096  # phases kept exactly
+WORK = 200_000  # window taps (or map positions) visited for one layer, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,17 +148,24 @@ class Reach:
         if self == other:
             return self
         if self.step * other.period != other.step * self.period:  # different strides
-            base = max(self, other, key=lambda r: (r.size, r.stride))
+            if n * max(self.period, other.period) > WORK:
+                a, b = envelope(self), envelope(other)  # linear in o: its ends decide
+                outputs: range | tuple[int, int] = (0, max(n - 1, 0))
+            else:
+                a, b, outputs = self, other, range(n)
+            base = max(a, b, key=lambda r: (r.size, r.stride))
             low, high = list(base.lo), list(base.hi)
-            for o in range(n):
+            for o in outputs:
                 q, r = divmod(o, base.period)
-                for first, last in (self.at(o), other.at(o)):
+                for first, last in (a.at(o), b.at(o)):
                     if first <= last:
                         empty, shift = low[r] > high[r], q * base.step
                         low[r] = first - shift if empty else min(low[r], first - shift)
                         high[r] = last - shift if empty else max(high[r], last - shift)
             return Reach(base.period, base.step, tuple(low), tuple(high))
         period = math.lcm(self.period, other.period)
+        if period > MAX_PERIOD:
+            return envelope(self).union(envelope(other), n)
         a, b = self.unroll(period), other.unroll(period)
         lo = tuple(min(x, y) for x, y in zip(a.lo, b.lo, strict=True))
         hi = tuple(max(x, y) for x, y in zip(a.hi, b.hi, strict=True))
@@ -167,12 +183,30 @@ class Reach:
 POINT = Reach(1, 1, (0,), (0,))  # the input: each position sees itself
 
 
+def envelope(reach: Reach) -> Reach:
+    """One period that holds every phase of `reach`: output o sees at least what it saw."""
+    if reach.period == 1:
+        return reach
+    stride = Fraction(reach.step) / reach.period
+    spans = [
+        (lo - r * stride, hi - r * stride)
+        for r, (lo, hi) in enumerate(zip(reach.lo, reach.hi, strict=True))
+        if lo <= hi
+    ]
+    if not spans:
+        return Reach(1, _normal(stride), (0,), (-1,))
+    lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
+    return Reach(1, _normal(stride), (_normal(lo),), (_normal(hi),))
+
+
 def _normal(value: Num) -> Num:
     return int(value) if isinstance(value, Fraction) and value.denominator == 1 else value
 
 
 def window(reach: Reach, k: int, s: int, d: int, begin: int) -> Reach:
     """A sliding window (convolution, pooling): output o reads inputs o*s - begin + t*d."""
+    if reach.period > 1 and reach.period * k > WORK:
+        reach = envelope(reach)
     period = reach.period // math.gcd(reach.period, s)
     step = reach.step * s * period // reach.period
     if reach.period == 1:  # the common case, in closed form
@@ -191,6 +225,10 @@ def upsample(reach: Reach, k: int, s: int, d: int, begin: int) -> Reach:
     """A transposed convolution: output o (o + begin before cropping) is fed by the inputs i
     with o + begin - s*i in {0, d, ..., (k - 1)d}."""
     period, lo, hi = reach.period * s, [], []
+    if period > MAX_PERIOD or period * k > WORK:  # inputs from (o+b-(k'-1))/s to (o+b)/s
+        e, step = envelope(reach), Fraction(envelope(reach).step) / s
+        first, last = e.lo[0] + (begin - effective(k, d) + 1) * step, e.hi[0] + begin * step
+        return Reach(1, _normal(step), (_normal(first),), (_normal(last),))
     for r in range(period):
         u = r + begin
         feeding = [(u - t * d) // s for t in range(k) if (u - t * d) % s == 0]
@@ -208,6 +246,8 @@ def upsample(reach: Reach, k: int, s: int, d: int, begin: int) -> Reach:
 def whole(reach: Reach, n: int) -> Reach:
     """Global pooling (or a fully connected layer) over n positions: one output that sees what
     all of them see. Its step keeps the map's extent, n times the stride."""
+    if reach.period > 1 and n > WORK:
+        reach = envelope(reach)
     spans = [reach.at(o) for o in range(n)] if reach.period > 1 else [reach.at(0), reach.at(n - 1)]
     seen = [sp for sp in spans if sp[0] <= sp[1]] or spans[:1]
     lo, hi = min(sp[0] for sp in seen), max(sp[1] for sp in seen)

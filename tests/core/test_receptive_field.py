@@ -279,3 +279,38 @@ def test_fields_at_any_rank_agree_with_the_emitted_model(
     net = infer_shapes(Graph("rank", shape, tuple(built), len(built) - 1, (), span))
     assert all(len(n.rf_size) == len(shape) - 1 for n in net.nodes)
     assert check(net, axes=tuple(range(len(shape) - 1))) > 0
+
+
+# ---- the envelope: bounded work, never an under-reported field --------------------------------
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [("up", 8, 4, 1, 0)],
+        [("up", 3, 5, 1, 1), ("win", 3, 2, 1, 1)],
+        [("up", 4, 2, 1, 1), ("up", 5, 3, 2, 0), ("win", 2, 3, 1, 0)],
+    ],
+)
+def test_the_envelope_holds_every_phase(layers: list[tuple[str, int, int, int, int]]) -> None:
+    from netdsl import geometry as g
+
+    reach = g.POINT
+    for kind, k, s, d, begin in layers:
+        reach = (g.upsample if kind == "up" else g.window)(reach, k, s, d, begin)
+    wide = g.envelope(reach)
+    assert wide.period == 1
+    for o in range(3 * reach.period):
+        lo, hi = reach.at(o)
+        if lo <= hi:
+            first, last = wide.at(o)
+            assert first <= lo and hi <= last
+
+
+def test_past_the_work_bound_a_transposed_convolution_is_bounded_from_above() -> None:
+    from netdsl import geometry as g
+
+    exact = g.upsample(g.POINT, 40, 8, 1, 0)
+    assert exact.period == 8
+    wide = g.upsample(g.window(g.POINT, 1, 1024, 1, 0), 40_000, 1024, 1, 0)  # 40 M taps
+    assert wide.period == 1 and wide.size >= 40  # bounded from above, computed at once
