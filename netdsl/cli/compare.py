@@ -77,7 +77,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if _is_artefact(spec):
             sides.append(spec)
         else:
-            net = o.net(spec, args.set)
+            net = o.net(spec, args.set, search=args.search_path)
             sides.append(compile_net(net, CompileOptions(mode="inference", seed=args.seed)))
     found, shape = compare.compare(sides[0], sides[1], (first, second), args.batch, args.seed)
     if args.atol is None and args.rtol is None:

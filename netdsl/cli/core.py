@@ -89,7 +89,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for target in args.targets:
         try:
             nets = load_all(
-                target, overrides=options.overrides(args.set), input_shape=args.input_size
+                target,
+                overrides=options.overrides(args.set),
+                input_shape=args.input_size,
+                search_path=args.search_path,
             )
         except NetError as error:
             report["errors"].append({"target": target, "message": error.render()})
@@ -141,7 +144,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         if args.input_size is not None:
             raise NetError("an .onnx model's input size is fixed in the file; --input takes a net")
         return cmd_summary_onnx(args)
-    net = options.net(args.target, args.set, args.input_size)
+    net = options.net(args.target, args.set, args.input_size, search=args.search_path)
     if args.json:
         print(json.dumps(to_json(net, args.depth), indent=2))
         return 0

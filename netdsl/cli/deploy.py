@@ -156,7 +156,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.old_batch is not None:
         o.deprecated("compile --batch N", "--fixed-batch N")
         args.fixed_batch = args.fixed_batch or args.old_batch
-    net = o.net(args.target, args.set, args.input_size)
+    net = o.net(args.target, args.set, args.input_size, search=args.search_path)
     out = o.output_file(args.output or f"{net.name}.onnx")
     opts = compile_options(args)
     model = compile_net(net, opts)
@@ -214,7 +214,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     if args.precision == "int8" or not _is_onnx(args.model):
         if args.precision == "int8" and _is_onnx(args.model):
             raise NetError("an int8 engine is compiled from a net: pass a .net or a zoo name")
-        net = o.net(args.model, args.set)
+        net = o.net(args.model, args.set, search=args.search_path)
         fixed = {"int8_target": "tensorrt", "mode": "inference", "batch": None}
         model = compile_net(net, compile_options(args, **fixed))
         spans = layer_spans(net)  # so TensorRT's problems point at the .net text

@@ -115,7 +115,7 @@ def _model(args: argparse.Namespace) -> Any:
             None,
             ["pass a run's model.onnx, or --weights FILE"],
         )
-    net = o.net(args.model, args.set)
+    net = o.net(args.model, args.set, search=args.search_path)
     return compile_net(
         net,
         CompileOptions(

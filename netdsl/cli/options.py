@@ -178,9 +178,15 @@ def overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-def net(target: str, pairs: Sequence[str], size: Sequence[int] | None = None) -> ShapedNet:
-    """The net a TARGET names, with its `--set` overrides and its `--input` size."""
-    return load(target, overrides=overrides(pairs), input_shape=size)
+def net(
+    target: str,
+    pairs: Sequence[str],
+    size: Sequence[int] | None = None,
+    search: Sequence[str] = (),
+) -> ShapedNet:
+    """The net a TARGET names, with its `--set` overrides, its `--input` size and the folders
+    its imports may read besides its own (`--search-path`)."""
+    return load(target, overrides=overrides(pairs), input_shape=size, search_path=search)
 
 
 # ---- shared flag groups ----------------------------------------------------------------------
@@ -193,6 +199,13 @@ def add_set(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="override a net parameter, e.g. --set classes=10",
+    )
+    parser.add_argument(
+        "--search-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder imports may read besides the net file's own (repeatable)",
     )
 
 

@@ -106,7 +106,7 @@ def register(sub: Any) -> None:
 def cmd_draw(args: argparse.Namespace) -> int:
     from netdsl import draw
 
-    net = o.net(args.target, args.set)
+    net = o.net(args.target, args.set, search=args.search_path)
     out = o.output_file(args.output or f"{net.name}.svg")
     draw.draw(net, out, args.depth)
     boxes = len(draw.layout(net, args.depth).boxes)
@@ -130,7 +130,7 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
     else:
         from netdsl.backends.onnx.compile import CompileOptions, compile_net
 
-        net = o.net(args.model, args.set)
+        net = o.net(args.model, args.set, search=args.search_path)
         options = CompileOptions(
             mode="inference",
             seed=args.seed,

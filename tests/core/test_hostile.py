@@ -226,3 +226,14 @@ def test_a_summary_prints_for_any_accepted_net(tmp_path: Path, text: str, last: 
         assert cli(["summary", str(path)]) == 0
         assert cli(["summary", "--json", str(path)]) == 0
     assert last in out.getvalue()
+
+
+def test_the_command_line_passes_its_search_path(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main = tree / "sub" / "main.net"
+    main.write_text('import "../../outside.net"\ninput 3x8x8\nx\n')
+    assert cli(["check", str(main)]) == 1
+    assert "leads out" in capsys.readouterr().err
+    for command in (["check"], ["summary"], ["draw", "-o", str(tree / "d.dot")]):
+        assert cli([*command, str(main), "--search-path", str(tree.parent)]) == 0, command
