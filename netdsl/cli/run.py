@@ -92,7 +92,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, str]:
         return args.model, note
     from netdsl.backends.onnx.compile import CompileOptions, compile_net
 
-    net = o.net(args.model, args.set)
+    net = o.net(args.model, args.set, search=args.search_path)
     weights = getattr(args, "weights", None)
     model = compile_net(
         net,
