@@ -192,15 +192,16 @@ def write_training_step(
     init: str = "auto",
     seed: int = 0,
     weights: str | Path | Mapping[str, np.ndarray] | None = None,
+    skip_mismatched: bool = False,
     label_smoothing: float = 0.0,
     input_grad: bool = False,
 ) -> TrainingStep:
     """`to_training_step` with fresh weights (`init`, `seed`) or those of a file (`weights`,
-    matched by name) stored as the inputs' defaults, written atomically to `path`: the file
-    trains as it stands."""
+    matched by name; `skip_mismatched` keeps fresh ones where shapes differ) stored as the
+    inputs' defaults, written atomically to `path`: the file trains as it stands."""
     params = wt.initialise(net, init, seed)
     if weights is not None:
-        params, _ = wt.merge(params, weights)
+        params, _ = wt.merge(params, weights, skip_mismatched=skip_mismatched)
     step = to_training_step(
         net,
         optimizer,
@@ -216,6 +217,7 @@ def write_training_step(
 def check_trainable(net: ShapedNet) -> int:
     """Refuse a net the step cannot train (every op has gradient rules, so only a net whose
     output is not a vector of class scores); return the number of classes."""
+    net.refuse_graph("a training step")
     out = net.nodes[net.output]
     if len(out.shape) != 1 or out.shape[0] < 2:
         raise NetError(
