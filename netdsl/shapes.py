@@ -98,6 +98,28 @@ class ShapedNet:
     inputs: tuple[int, ...] = (0,)  # the input nodes (a net may have several)
     outputs: tuple[tuple[str, int], ...] = ()  # (name, node) of each output; () for `output`
 
+    def graph_form(self) -> str:
+        """What makes this net more than one chain from one input to one output (several
+        inputs or outputs, shared weights), for the stages that cannot handle it yet; ""."""
+        parts = []
+        if len(self.inputs) > 1:
+            parts.append(f"{len(self.inputs)} inputs ({', '.join(self.input_names)})")
+        if len(self.output_list) > 1:
+            parts.append(f"{len(self.output_list)} outputs")
+        if any(n.shares for n in self.nodes):
+            parts.append("shared weights")
+        return " and ".join(parts)
+
+    def refuse_graph(self, what: str) -> None:
+        """Raise `NetError` if `what` (e.g. "training") meets a net `graph_form` describes."""
+        form = self.graph_form()
+        if form:
+            raise NetError(
+                f"{what} does not handle a net with {form} yet: {self.name}",
+                self.span,
+                [f"{what} works on nets of one input, one output and no shared block"],
+            )
+
     @property
     def input_names(self) -> tuple[str, ...]:
         return tuple(self.nodes[i].name for i in self.inputs)

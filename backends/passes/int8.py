@@ -87,6 +87,9 @@ def quantize_int8(
     trt = target == "tensorrt"
     options: dict[str, Any] = {
         "ActivationSymmetric": trt,
+    if len(model.graph.input) > 1:
+        names = ", ".join(i.name for i in model.graph.input)
+        raise NetError(f"int8 calibration feeds one image input; this model takes {names}")
         "WeightSymmetric": True,
         "QuantizeBias": not trt,
     }

@@ -188,7 +188,7 @@ def check_nets(nets: Iterable[ShapedNet]) -> list[Diagnostic]:
         }
         emitted = emit(net, mode="inference", weights=zeros or None)
         light, weights = structure(emitted.model)
-        for graph in (light, apply_precision(light, "fp16", data_inputs=["input"])):
+        for graph in (light, apply_precision(light, "fp16", data_inputs=list(net.input_names))):
             found = check_model(graph, weights, emitted.spans)
             problems.extend(p for p in found if p not in problems)
     return problems

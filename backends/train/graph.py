@@ -67,6 +67,7 @@ class TrainGraph:
 
 def check_trainable(net: ShapedNet) -> int:
     """Refuse what cannot be trained, before any work; return the number of classes."""
+    net.refuse_graph("training")
     for node in net.nodes:
         if node.op in REFUSED:
             raise NetError(
