@@ -49,6 +49,7 @@ from netdsl.errors import Diverged
 from netdsl.shapes import ShapedNet
 from netdsl.source import NetError
 
+CONVOLUTIONS = ("conv", "dwconv", "deconv")  # ops for which the automatic shift is on
 WARMUP, WINDOW = 5, 10  # steps before the rule applies; steps of the running mean
 BLOWUP = 10.0  # the running mean may not exceed this many times the starting loss
 
@@ -97,7 +98,7 @@ def train(
             make: type[Run] = Run
             if config.engine == "onnx":  # the compiler's own training step: native.py
                 from netdsl.backends.train.native import NativeRun as make
-            prepared, engine_config = prepare(data, config, norm)
+            prepared, engine_config = prepare(net, data, config, norm)
             run = make(net, prepared, engine_config, out, state.params, work, say)
             run.norm, run.settings, run.classes = norm, config, data.classes
             run.mults = rates.multipliers(config.lr_mult, run.trainable)
@@ -117,11 +118,16 @@ def settings_json(config: Config) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-def prepare(data: Dataset, config: Config, norm: pre.Normalisation) -> tuple[Dataset, Config]:
+def prepare(
+    net: ShapedNet, data: Dataset, config: Config, norm: pre.Normalisation
+) -> tuple[Dataset, Config]:
     """The data the engine sees (normalised; training images augmented as they are drawn) and
-    the settings it gets (augmentation done here, so its own shift is off)."""
+    the settings it gets (augmentation done here, so its own shift is off). The automatic
+    shift (-1) moves images only for a net with convolutions, which share weights across
+    positions; a dense net would have to learn each position anew (bench/defaults.py)."""
     fill = (0 - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
-    shift = None if config.shift < 0 else config.shift
+    convolutional = any(n.op in CONVOLUTIONS for n in net.nodes)
+    shift = (None if convolutional else 0) if config.shift < 0 else config.shift
     augment = pre.Augmenter(data.shape, shift, config.flip, fill)
     x_train = pre.Drawn(norm.apply(data.x_train), augment, config.seed)
     x_test = norm.apply(data.x_test)
@@ -228,7 +234,7 @@ class Run:
         steps = math.ceil(n / c.batch)
         schedule = sgd.Schedule(c.schedule, c.lr, c.epochs, steps, c.step_size, c.gamma)
         drawn = self.data.x_train if isinstance(self.data.x_train, pre.Drawn) else None
-        warm = min(c.warmup, c.epochs * steps // 10)  # a short run warms up for a tenth of it
+        warm = min(c.warmup, steps)  # at most the first epoch (the same whatever `epochs` is)
         for epoch in range(p.epoch, c.epochs):
             if rep.stop_early(p.history, self.settings.patience):
                 self.say("note", {"text": rep.stopped(p.history, self.settings.patience)})

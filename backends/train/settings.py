@@ -46,7 +46,7 @@ class Config:
     seed: int = 0
     init: str = "auto"
     fit: str = "auto"  # how images met the net's input size (data/sources.py's `fit`)
-    shift: int = 0  # augmentation: random shifts up to this many pixels; -1: size / 14
+    shift: int = -1  # augmentation: shifts of up to this many pixels; -1: size / 14 for conv nets
     flip: bool = False  # augmentation: random horizontal flips
     normalise: bool = True  # per-channel mean/std: `mean`/`std`, or measured on the training set
     mean: tuple[float, ...] | None = None

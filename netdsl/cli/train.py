@@ -92,7 +92,8 @@ OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
         _shift,
         "PX|auto",
         "augmentation: move training images by up to PX pixels, at most 1/8 of a side "
-        "(auto: side/14, 2 px on 28x28; none on a side under 8; default 0: off)",
+        "(default auto: side/14, 2 px on 28x28, for nets with convolutions only; none on a "
+        "side under 8; 0: off)",
     ),
     (
         "--patience",
@@ -232,7 +233,7 @@ def config_from(args: argparse.Namespace) -> Config:
 def cmd_train(args: argparse.Namespace) -> int:
     from netdsl.backends.train.graph import check_trainable
 
-    net = o.net(args.target, args.set)
+    net = o.net(args.target, args.set, search=args.search_path)
     classes = check_trainable(net)
     config = config_from(args)
     out = Path(args.out) if args.out else _default_out(net.name, args.resume)

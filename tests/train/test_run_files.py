@@ -215,7 +215,7 @@ def test_a_learning_rate_multiplier_scales_those_tensors_updates(
 def test_a_pattern_that_matches_nothing(tmp_path: Path, setup: tuple[Path, Path]) -> None:
     net = netdsl.load(str(setup[0]))
     data = sources.load(f"npz:{setup[1]}")
-    with pytest.raises(NetError, match="'features.\\*' matches no trainable tensor"):
+    with pytest.raises(NetError, match=r"'features\.\*' matches no trainable tensor"):
         train(net, data, from_dict({"lr_mult": ("features.*=0.1",)}), tmp_path / "r")
 
 

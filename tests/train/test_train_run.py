@@ -138,7 +138,7 @@ def test_batch_norm_running_statistics_follow_pytorch(tmp_path: Path) -> None:
     np.savez(path, x_train=x, y_train=np.arange(10) % 3, x_test=x[:4], y_test=np.arange(4) % 3)
     out = tmp_path / "run"
     net = netdsl.parse(BN)
-    config = Config(epochs=1, batch=10, shift=0, checkpoint_every=0)
+    config = Config(epochs=1, batch=10, shift=0, checkpoint_every=0, normalise=False)
     train(net, load_data(f"npz:{path}"), config, out)
     reference = torch.nn.BatchNorm2d(2, momentum=0.1).train()
     reference(torch.from_numpy(x))
@@ -269,7 +269,7 @@ def test_init_from_a_trained_model(
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [
-        (["--resume", "--lr", "0.5"], "cannot change --lr 0.5 (the run has 0.1)"),
+        (["--resume", "--lr", "0.5"], "cannot change --lr 0.5 (the run has 0.003)"),
         ([], "already holds a run"),
         (["--freeze", "nothing*", "--out", "{tmp}/new"], "freeze pattern 'nothing*' matches no"),
         (["--resume", "--out", "{tmp}/empty"], "no checkpoint at"),
