@@ -14,6 +14,7 @@ line says so.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -99,12 +100,22 @@ def _bind(
         taken = "is a layer"
     elif name in ("output", "input"):
         taken = "is a keyword"
+    elif (numbered := _LAYER_NAME.fullmatch(name)) and numbered.group(1) in _kinds(defs):
+        taken = "is a name netdsl gives a layer (conv1, relu2, ...)"
     if taken:
         expander.diagnostics.error(f"'{name}' {taken}; choose another name", span)
         return False
     if index is not None:
         expander.tensors[name] = index
     return True
+
+
+_LAYER_NAME = re.compile(r"([A-Za-z_]+?)(\d+)")
+
+
+def _kinds(defs: Mapping[str, ast.Def]) -> set[str]:
+    """What layers and scopes are numbered after: a tensor called `relu1` would clash in ONNX."""
+    return {*ops.every_op(), *ops.ALIASES, *defs, "shortcut", "branch", "block", "stage", "b"}
 
 
 def _from_tensor(chain: ast.Chain, tensors: Mapping[str, int]) -> bool:

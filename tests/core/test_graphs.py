@@ -132,6 +132,11 @@ ERRORS = [
     ),
     ("net s:\n    input relu: 1x8x8\n    relu\n", "'relu' is a layer; choose another name", "2:11"),
     (
+        "net s:\n    input relu1: 1x8x8\n    relu\n",
+        "'relu1' is a name netdsl gives a layer",
+        "2:11",
+    ),
+    (
         "net s:\n    input x: 1x8x8\n    y = x -> conv1x1(2)\n    y = x\n    y\n",
         "'y' names a",
         "4:5",

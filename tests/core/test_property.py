@@ -47,6 +47,9 @@ OWN = [
         "def se(c) = scale[gap -> fc(c/4) -> relu -> fc(c) -> sigmoid]\n"
         "input 8x8x8\ndense[bn -> relu -> conv3x3(4)]*3 -> se(20) -> deconv4x4/2(3, p=1)\n",
         "net a(n=2):\n  defaults conv.c=4\n  input 1x28x28\n  [conv5x5 -> pool]*n -> flatten -> fc(10)\n",
+        "net g:\n  input a: 1x16x16, b: 1x16x16\n  t = [conv3x3(4) -> relu]\n  ya = a -> t\n"
+        "  yb = b -> t -> maxpool2x2 -> upsample(to=ya)\n  output s: [ya, yb -> crop(to=ya)] -> add\n"
+        "  output c: [ya, yb] -> concat -> gap -> fc(3)\n  output y: ya\n",
     ]
 ]
 SEEDS = ZOO + OWN
@@ -86,6 +89,11 @@ TOKENS = [
     "net",
     "input",
     "defaults",
+    "output",
+    "y =",
+    "a:",
+    "[a, b]",
+    "to=a",
     'import "x.net"',
     "conv3x3",
     "conv",
