@@ -55,6 +55,18 @@ class _Batches:
         pass
 
 
+def _kept_fp32(model: onnx.ModelProto) -> list[str]:
+    """A locally connected layer stays fp32: its im2col is a Conv with a constant identity
+    kernel (moving data, not a weight) and its batched MatMul has per-position weights that
+    onnxruntime's QLinearMatMul cannot scale per channel."""
+    constants = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" or (n.op_type == "Conv" and n.input[1] in constants)
+    ]
+
+
 def quantize_int8(
     model: onnx.ModelProto,
     images: np.ndarray,
@@ -75,6 +87,9 @@ def quantize_int8(
         raise NetError(f"calibration method must be one of {', '.join(METHODS)}, not '{method}'")
     if not any(n.op_type in ("Conv", "Gemm", "ConvTranspose") for n in model.graph.node):
         raise NetError("int8 needs convolutions or fully connected layers to quantize")
+    if len(model.graph.input) > 1:
+        names = ", ".join(i.name for i in model.graph.input)
+        raise NetError(f"int8 calibration feeds one image input; this model takes {names}")
     images = np.ascontiguousarray(images, dtype=np.float32)
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
     if images.ndim != 4 or len(images) == 0 or list(images.shape[1:]) != shape:
@@ -87,9 +102,6 @@ def quantize_int8(
     trt = target == "tensorrt"
     options: dict[str, Any] = {
         "ActivationSymmetric": trt,
-    if len(model.graph.input) > 1:
-        names = ", ".join(i.name for i in model.graph.input)
-        raise NetError(f"int8 calibration feeds one image input; this model takes {names}")
         "WeightSymmetric": True,
         "QuantizeBias": not trt,
     }
@@ -115,6 +127,7 @@ def quantize_int8(
                     if method == "percentile"
                     else CalibrationMethod.MinMax,
                     extra_options=options,
+                    nodes_to_exclude=_kept_fp32(model),
                 )
         finally:
             root.setLevel(level)

@@ -18,6 +18,8 @@ from onnx import TensorProto, helper
 import netdsl
 from netdsl.backends.onnx import emit, weights
 from netdsl.backends.passes import fp16
+from netdsl.backends.passes.int8 import quantize_int8
+from netdsl.backends.tensorrt import support
 from netdsl.backends.train.grad import GRADIENTS
 from netdsl.backends.train.reverse import Grad, backward, constants, shapes_of
 
@@ -171,3 +173,22 @@ def test_fp16_model_runs_close(case: str) -> None:
     want = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
     got = ort.InferenceSession(half.SerializeToString()).run(None, {"input": x})[0]
     assert np.abs(got - want).max() <= 2e-3 * max(np.abs(want).max(), 1.0)
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_int8_model_of_the_new_layers(target: str) -> None:
+    """The int8 pass quantizes around the new layers (a locally connected layer stays fp32);
+    its TensorRT form passes TensorRT's table."""
+    text = (
+        "input 3x12x12\nconv3x3(8) -> relu -> local3x3(4) -> relu -> upsample(2, mode=bilinear)"
+        " -> adaptiveavgpool(5) -> pad(1, mode=reflect) -> crop(5) -> channels(0, 2)"
+        " -> reshape(2, -1) -> softmax(axis=2)"
+    )
+    model = emit.to_onnx(netdsl.parse(text, "q.net"), mode="inference", fold_bn=True)
+    x = np.random.default_rng(6).random((8, 3, 12, 12)).astype(np.float32)
+    quantized = quantize_int8(model, x, target=target)
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+    got = ort.InferenceSession(quantized.SerializeToString()).run(None, {"input": x})[0]
+    assert np.abs(got - want).max() <= 0.15 * np.abs(want).max()
+    if target == "tensorrt":
+        assert [d.render() for d in support.check_model(quantized)] == []
