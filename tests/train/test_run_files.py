@@ -248,3 +248,33 @@ def test_config_json_round_trips() -> None:
         {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
     )
     assert from_dict(json.loads(text)) == config
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "fragment"),
+    [
+        (["--mean", "0.1,0.2"], 1, "2 mean values for images of 1 channels"),
+        (["--std", "0"], 1, "std must be above 0"),
+        (["--mean", "a,b"], 2, "is not a comma-separated list of numbers"),
+        (["--shift", "sideways"], 2, "--shift"),
+        (["--lr-mult", "conv*"], 1, "is not PATTERN=MULT"),
+        (["--lr-mult", "trunk.*=0.1"], 1, "'trunk.*' matches no trainable tensor"),
+        (["--config", "/nonexistent/config.json"], 1, "no such configuration file"),
+    ],
+)
+def test_command_line_mistakes(
+    tmp_path: Path,
+    setup: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    code: int,
+    fragment: str,
+) -> None:
+    net, blobs = setup
+    argv = [str(net), "--data", f"npz:{blobs}", "--epochs", "1", "--out", str(tmp_path / "r")]
+    try:
+        got = _cli([*argv, *extra, "-q"])
+    except SystemExit as stop:  # argparse's own refusals
+        got = int(stop.code or 0)
+    assert got == code
+    assert fragment in capsys.readouterr().err
