@@ -4,6 +4,7 @@ the paper counts it, and each layer's mistakes are one located error with the nu
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -146,3 +147,55 @@ def test_zoo_net_matches_pytorch(name: str) -> None:
         counter.get_total_flops() // 2,
         tuple(y.shape[1:]),
     )
+
+
+# ---- the rules at every rank (1-D C x L and 3-D C x D x H x W), against PyTorch's shapes ----
+
+
+def _rank_cases() -> list[tuple[str, dict[str, Any], tuple[int, ...], Any]]:
+    import torch.nn.functional as F
+
+    def up(mode: str, f: int) -> Any:
+        return lambda x: F.interpolate(x, scale_factor=f, mode=mode)
+
+    return [
+        ("upsample", {"f": (2,), "mode": "nearest"}, (4, 20), up("nearest", 2)),
+        ("upsample", {"f": (3,), "mode": "linear"}, (4, 20), up("linear", 3)),
+        ("upsample", {"f": (2,), "mode": "linear"}, (2, 3, 4, 5), up("trilinear", 2)),
+        ("crop", {"size": (7,)}, (4, 20), lambda x: x[..., 6:13]),
+        ("crop", {"size": (2, 3, 4)}, (2, 5, 6, 7), lambda x: x[:, :, 1:3, 1:4, 1:5]),
+        ("pad", {"p": (1, 2), "mode": "reflect", "value": 0.0}, (4, 20),
+         lambda x: F.pad(x, (1, 2), mode="reflect")),
+        ("pad", {"p": (1,), "mode": "constant", "value": 0.0}, (2, 3, 4, 5),
+         lambda x: F.pad(x, (1,) * 6)),
+        ("adaptiveavgpool", {"size": (6,)}, (4, 20), lambda x: F.adaptive_avg_pool1d(x, 6)),
+        ("adaptivemaxpool", {"size": (2, 3, 3)}, (2, 5, 7, 8),
+         lambda x: F.adaptive_max_pool3d(x, (2, 3, 3))),
+        ("gated", {}, (8, 20), lambda x: x[:, :4]),
+        ("channels", {"start": 1, "end": 3}, (4, 5, 6, 7), lambda x: x[:, 1:3]),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", range(len(_rank_cases())))
+def test_rules_at_every_rank(case: int) -> None:
+    import torch
+
+    from netdsl.rules import RULES, Ctx
+
+    op, attrs, shape, oracle = _rank_cases()[case]
+    out = RULES[op](Ctx(op, attrs, (shape,)))
+    assert out.shape == tuple(oracle(torch.zeros(1, *shape)).shape[1:])
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "s"), [((4, 20), (3,), (2,)), ((2, 6, 7, 8), (3, 2, 3), (1, 2, 1))]
+)
+def test_locally_connected_at_every_rank(shape: tuple[int, ...], k: Any, s: Any) -> None:
+    from netdsl.rules import RULES, Ctx
+
+    attrs = {"c": 5, "k": k, "s": s, "p": "valid", "bias": True}
+    out = RULES["local"](Ctx("local", attrs, (shape,)))
+    sizes = tuple((n - kk) // ss + 1 for n, kk, ss in zip(shape[1:], k, s, strict=True))
+    fan_in = shape[0] * math.prod(k)
+    assert out.shape == (5, *sizes)
+    assert [w.shape for w in out.weights] == [(math.prod(sizes), fan_in, 5), (5, *sizes)]
