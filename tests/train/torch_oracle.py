@@ -43,7 +43,7 @@ def run(
         nodes = nodes[:-1]
     for node in nodes:
         a, ins = _attrs(node), [env.get(i) if i else None for i in node.input]
-        env[node.output[0]] = _op(node, a, ins, running, masks)
+        env[node.output[0]] = _op(node, a, ins, running, masks, x.dtype)
     last = nodes[-1].output[0]
     return env[last]  # type: ignore[no-any-return]
 
@@ -54,11 +54,27 @@ def _op(
     ins: list[Any],
     running: dict[str, T],
     masks: dict[str, T],
+    dtype: torch.dtype,
 ) -> Any:
     op = node.op_type
     x = ins[0] if ins else None
     if op == "Constant":
-        return torch.from_numpy(numpy_helper.to_array(a["value"]).copy())
+        value = torch.from_numpy(numpy_helper.to_array(a["value"]).copy())
+        return value.to(dtype) if value.is_floating_point() else value
+    if op == "Reshape":
+        shape = [x.shape[i] if int(v) == 0 else int(v) for i, v in enumerate(ins[1])]
+        return x.reshape(shape)
+    if op == "Transpose":
+        return x.permute(*a.get("perm", reversed(range(x.dim()))))
+    if op == "MatMul":
+        return ins[0] @ ins[1]
+    if op == "Slice":
+        index = [slice(None)] * x.dim()
+        axes = ins[3] if len(ins) > 3 and ins[3] is not None else range(len(ins[1]))
+        steps = ins[4] if len(ins) > 4 and ins[4] is not None else [1] * len(ins[1])
+        for axis, start, stop, step in zip(axes, ins[1], ins[2], steps, strict=True):
+            index[int(axis)] = slice(int(start), int(min(int(stop), x.shape[int(axis)])), int(step))
+        return x[tuple(index)]
     if op in ("Conv", "ConvTranspose"):
         pads, s, d = a.get("pads", [0] * 4), a.get("strides", [1, 1]), a.get("dilations", [1, 1])
         b = ins[2] if len(ins) > 2 else None
