@@ -363,6 +363,7 @@ ALIASES = {
     "adaptivemax": "adaptivemaxpool",
 }
 
+
 def refused(name: str) -> str | None:
     """Why a layer name is refused, or None (no spelling is refused at present; budget.py and
     expand.py ask)."""
