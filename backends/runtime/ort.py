@@ -123,6 +123,19 @@ def input_shape(sess: Any) -> list[int | str]:
     return [d if isinstance(d, int) else str(d or "?") for d in meta.shape]
 
 
+def input_shapes(sess: Any) -> dict[str, list[int | str]]:
+    """Every input of the model by name, as [batch, ...] with names for free dimensions (a net
+    with several inputs: `input a: ..., b: ...`); each must be float32."""
+    shapes: dict[str, list[int | str]] = {}
+    for meta in sess.get_inputs():
+        if meta.type != "tensor(float)":
+            raise NetError(
+                f"the model's input '{meta.name}' is {meta.type}; netdsl feeds tensor(float)"
+            )
+        shapes[meta.name] = [d if isinstance(d, int) else str(d or "?") for d in meta.shape]
+    return shapes
+
+
 def check_input(sess: Any, x: Any, what: str = "input") -> np.ndarray:
     """`x` as a float32 batch the model accepts; a single image gets a batch of 1."""
     want = input_shape(sess)
@@ -236,7 +249,8 @@ def bench(
     if repeats < 1 or warmup < 0 or any(b < 1 for b in batches):
         raise NetError("repeats and batch sizes must be >= 1, warmup >= 0")
     sess = session(model, **options)
-    want = input_shape(sess)
+    shapes = input_shapes(sess)  # every input gets a random batch of its own
+    want = next(iter(shapes.values()))
     fixed = want[0] if isinstance(want[0], int) else None
     if fixed is not None and any(b != fixed for b in batches):
         raise FixedBatch(
@@ -244,21 +258,24 @@ def bench(
             f"{', '.join(str(b) for b in batches if b != fixed)}",
             batch=fixed,
         )
-    if not all(isinstance(d, int) for d in want[1:]):
-        raise NetError(
-            f"the model's input {'x'.join(map(str, want))} has free dimensions "
-            f"besides the batch; netdsl cannot choose them"
-        )
-    name = sess.get_inputs()[0].name
+    for shape in shapes.values():
+        if not all(isinstance(d, int) for d in shape[1:]):
+            raise NetError(
+                f"the model's input {'x'.join(map(str, shape))} has free dimensions "
+                f"besides the batch; netdsl cannot choose them"
+            )
     timings = []
     for b in batches:
-        x = random_input([b, *(int(d) for d in want[1:])], seed)
+        feeds = {
+            name: random_input([b, *(int(d) for d in shape[1:])], seed + k)
+            for k, (name, shape) in enumerate(shapes.items())
+        }
         for _ in range(warmup):
-            sess.run(None, {name: x})
+            sess.run(None, feeds)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            sess.run(None, {name: x})
+            sess.run(None, feeds)
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
         timings.append(Timing(b, median * 1e3, min(times) * 1e3, b / median, repeats))

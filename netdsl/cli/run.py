@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from netdsl.cli import feeds
 from netdsl.cli import options as o
 from netdsl.source import NetError
 
@@ -25,7 +26,13 @@ def register_run(sub: Any) -> None:
     """Add `run` and `bench` to the CLI's subparsers."""
     r = sub.add_parser("run", help="run a net or an .onnx model with onnxruntime")
     r.add_argument("model", metavar="MODEL", help=o.MODEL)
-    r.add_argument("--input", metavar="FILE", help="a .npy array or an image (default: random)")
+    r.add_argument(
+        "--input",
+        action="append",
+        metavar="FILE",
+        help="a .npy array or an image (default: random); for a net with several inputs, "
+        "NAME=FILE (a .npy) once per input",
+    )
     r.add_argument(
         "--top", type=o.whole(1), default=5, metavar="K", help="classes to show (default 5)"
     )
@@ -122,6 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from netdsl.backends.runtime import ort
 
+    given: list[str] = args.input or []
+    if len(given) > 1 and not all("=" in g for g in given):
+        raise NetError("--input is given more than once: give NAME=FILE for each input")
+    args.input = given[0] if len(given) == 1 and "=" not in given[0] else None
     if _is_engine(args.model):
         from netdsl.backends.tensorrt.engine import run_engine
 
@@ -139,6 +150,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     model, note = _model(args)
     sess = ort.session(model, **_runtime(args))
+    if args.input is None and feeds.wants_feeds(sess, given):
+        args.input = given
+        return feeds.run_feeds(args, model, sess, note)
     if args.input is None:
         x = ort.random_input(ort.image_size(sess), args.seed)
         note += f"\nnote: no --input; running a random input, uniform in [0, 1) (seed {args.seed})"
