@@ -226,7 +226,7 @@ SHAPE_OPS = (
     _op(
         "pad",
         "pad the spatial axes (constant or reflect)",
-        Param("p", sides, 1),
+        Param("pads", sides, 1),
         Param("mode", Words("constant", "reflect"), "constant"),
         Param("value", number, 0.0),
     ),

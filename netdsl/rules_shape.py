@@ -148,12 +148,12 @@ def crop_to(have: tuple[int, ...], target: tuple[int, ...]) -> dict[str, object]
 
 def pad(ctx: Ctx) -> Out:
     c, sizes = _spatial(ctx)
-    rank, p = len(sizes), ctx.attrs["p"]
+    rank, p = len(sizes), ctx.attrs["pads"]
     if len(p) in (1, rank):
-        p = _per_axis(ctx, "p", p, rank) * 2
+        p = _per_axis(ctx, "pads", p, rank) * 2
     elif len(p) != 2 * rank:
         raise ShapeError(
-            f"{ctx.written}: p takes 1, {rank} or {2 * rank} (every begin, then every end) "
+            f"{ctx.written}: pads takes 1, {rank} or {2 * rank} (every begin, then every end) "
             f"values for {dims(sizes)}, got {len(p)}"
         )
     if ctx.attrs["mode"] == "reflect":
