@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from netdsl.backends.onnx import names as twins
 from netdsl.backends.onnx import weights as wt
 from netdsl.backends.onnx.layers import EMITTERS as EMITTERS
 from netdsl.backends.onnx.layers import Emit as Emit
@@ -110,7 +111,9 @@ def emit(
     _check_options(net, opset, batch, mode, fold_bn)
     wt.check_size(net)  # a net whose weights cannot be allocated is refused with its size
     # a weights file is read only where it matches the net's tensors (names and shapes)
-    tensors, where = wt.given(weights, wt.shapes(net)) if weights is not None else ({}, "")
+    # twins.given maps torchvision's state_dict keys for the zoo's twins
+    given = twins.given(net, weights, wt.shapes(net)) if weights is not None else None
+    tensors, where = given or ({}, "")
     params = wt.initialise(net, init, seed, provided=tensors)
     meta = {
         "source": net.span.source.name,

@@ -180,11 +180,19 @@ def read(path: str | Path, expect: Mapping[str, tuple[int, ...]] | None = None) 
     or foreign file making netdsl allocate what the net does not need. Without `expect`, all
     tensors are read, up to `limits.MAX_WEIGHT_BYTES` together."""
     path = Path(path)
-    readers = {".npz": _read_npz, ".onnx": _read_onnx}
+    from netdsl.backends.onnx import state_dict  # PyTorch's .pth/.pt, read without pickle
+
+    readers = {
+        ".npz": _read_npz,
+        ".onnx": _read_onnx,
+        ".pth": state_dict.read,
+        ".pt": state_dict.read,
+    }
     suffix = path.suffix.lower()
     if suffix not in readers:
         hint = "save a dict of arrays with numpy.savez(path, **{name: array})"
-        raise NetError(f"weights must be a .npz or an .onnx file, got '{path}'", None, [hint])
+        what = "a .npz, an .onnx or a PyTorch .pth/.pt file"
+        raise NetError(f"weights must be {what}, got '{path}'", None, [hint])
     if not path.is_file():
         raise NetError(f"cannot read weights '{path}': No such file")
     return readers[suffix](path, expect)

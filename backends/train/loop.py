@@ -36,6 +36,7 @@ import numpy as np
 from netdsl.backends.data import atomic
 from netdsl.backends.data.sources import Dataset, differences
 from netdsl.backends.data.sources import fingerprint as data_fingerprint
+from netdsl.backends.onnx import names as twins
 from netdsl.backends.onnx import weights as wt
 from netdsl.backends.train import files, rates
 from netdsl.backends.train import optim as sgd
@@ -154,7 +155,10 @@ def initial_params(net: ShapedNet, config: Config, say: Report) -> wt.Params:
     wt.check_size(net)  # before anything is allocated
     params = wt.initialise(net, config.init, config.seed)
     if config.init_from:
-        params, loaded = wt.merge(params, config.init_from, skip_mismatched=config.skip_mismatched)
+        tensors, where = twins.given(net, config.init_from, wt.shapes(net))  # torchvision's too
+        params, loaded = wt.merge(
+            params, tensors, skip_mismatched=config.skip_mismatched, where=where
+        )
         say("note", {"text": f"initial weights: {loaded.describe()}"})
     return params
 

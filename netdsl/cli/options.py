@@ -215,7 +215,10 @@ def add_seed(parser: argparse.ArgumentParser, text: str) -> None:
 
 def add_weights(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--weights", metavar="FILE", help="a .npz (keyed by tensor name) or .onnx file of weights"
+        "--weights",
+        metavar="FILE",
+        help="a .npz (keyed by tensor name), .onnx or PyTorch .pth/.pt file of weights "
+        "(torchvision's names are mapped for the zoo nets that are its models)",
     )
     parser.add_argument(
         "--skip-mismatched",

@@ -175,7 +175,8 @@ def register(subparsers: Any) -> None:
     t.add_argument(
         "--init-from",
         metavar="MODEL",
-        help="start from the weights of an .onnx or .npz file, matched by name",
+        help="start from the weights of an .onnx, .npz or PyTorch .pth/.pt file, matched by "
+        "name (torchvision's names are mapped for the zoo nets that are its models)",
     )
     t.add_argument(
         "--skip-mismatched",

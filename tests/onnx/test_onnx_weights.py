@@ -88,7 +88,8 @@ def test_shape_mismatch_is_an_error_naming_both_shapes(tmp_path: Path) -> None:
     [
         (b"not a zip", "w.npz", "cannot read weights '.*w.npz' as an .npz archive"),
         (b"\x08\x01garbage", "w.onnx", "cannot read weights '.*w.onnx' as an ONNX model"),
-        (b"", "w.pt", "weights must be a .npz or an .onnx file"),
+        (b"", "w.h5", "weights must be a .npz, an .onnx or a PyTorch .pth/.pt file"),
+        (b"", "w.pt", "'.*w.pt' is not a PyTorch file"),
         (None, "missing.npz", "cannot read weights '.*missing.npz'.*No such file"),
     ],
 )
