@@ -28,6 +28,8 @@ from bench import peers
 from netdsl.backends.onnx import names, state_dict
 from netdsl.backends.onnx.emit import to_onnx
 from netdsl.backends.runtime import ort
+from netdsl.backends.train.loop import initial_params
+from netdsl.backends.train.settings import Config
 from netdsl.source import NetError
 from netdsl.zoo import find
 
@@ -271,7 +273,9 @@ def twin(name: str, classes: int = 10) -> tuple[torch.nn.Module, netdsl.ShapedNe
     return model, netdsl.parse(text, str(path), name=name, overrides={"classes": classes}), size
 
 
-def logits(net: netdsl.ShapedNet, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+def logits(
+    net: netdsl.ShapedNet, weights: str | dict[str, np.ndarray], x: np.ndarray
+) -> np.ndarray:
     """netdsl's output before its softmax (the last fc), from onnxruntime."""
     model = to_onnx(net, weights=weights, mode="inference")
     fc = [node for node in net.nodes if node.op == "fc"][-1].name
@@ -368,3 +372,52 @@ OTHERS = (
     "net resnet18(classes=10):\n    input 3x8x8\n    conv3x3(4) -> relu -> gap -> fc(classes)",
     "net vgg16:\n    input 3x8x8\n    conv3x3(4) -> relu -> gap",
 )
+
+
+# ---- through the emitter, the command line and training ------------------------------------
+
+
+def test_compile_and_init_from_read_a_pth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--weights x.pth` compiles with torchvision's names mapped and says which map; training's
+    initial weights for `--set classes=3 --init-from x.pth --skip-mismatched` keep everything
+    but the head and name the tensors re-initialised."""
+    from netdsl.cli import main
+
+    model, _, size = twin("resnet18")
+    torch.save(model.state_dict(), tmp_path / "r18.pth")
+    small = tmp_path / "small.net"
+    small.write_text(find("resnet18")[0].read_text().replace("3x224x224", f"3x{size}x{size}"))
+    out = tmp_path / "r18.onnx"
+    args = ["compile", f"{small}:resnet18", "--set", "classes=10", "--inference", "-o", str(out)]
+    assert main([*args, "--weights", str(tmp_path / "r18.pth")]) == 0
+    said = capsys.readouterr()
+    assert "loaded 102 of 102 tensors" in said.out + said.err
+    assert "torchvision's resnet18 names, map 'resnet'" in said.out + said.err
+    x = np.random.default_rng(1).standard_normal((1, 3, size, size), dtype=np.float32)
+    with torch.no_grad():
+        theirs = torch.softmax(model(torch.from_numpy(x)), 1).numpy()
+    ours = ort.session(onnx.load(out), threads=2).run(None, {"input": x})[0]
+    assert relative_error(ours, theirs) <= 1e-4
+
+    net = netdsl.load(f"{small}:resnet18", overrides={"classes": 3})
+    config = Config(init_from=str(tmp_path / "r18.pth"), skip_mismatched=True)
+    notes: list[str] = []
+    params = initial_params(net, config, lambda kind, what: notes.append(what["text"]))
+    assert "loaded 100 of 102 tensors" in notes[0]
+    assert "kept fresh: head1.fc1.weight, head1.fc1.bias" in notes[0]
+    bn = model.layer1[0].bn1.running_mean.numpy()
+    np.testing.assert_array_equal(params["stage1.basic1.bn1.mean"], bn)
+
+
+def test_npz_with_torchvision_names_is_read(tmp_path: Path) -> None:
+    """A .npz that keeps torchvision's key names is read under them (not skipped as unknown)."""
+    model, net, size = twin("resnet18")
+    arrays = {k: v.numpy() for k, v in model.state_dict().items()}
+    np.savez(tmp_path / "r18.npz", **arrays)
+    x = np.random.default_rng(1).standard_normal((1, 3, size, size), dtype=np.float32)
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(x)).numpy()
+    ours = logits(net, str(tmp_path / "r18.npz"), x)
+    assert relative_error(ours, theirs) <= 1e-4
