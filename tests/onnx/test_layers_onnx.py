@@ -13,6 +13,8 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import netdsl
@@ -192,3 +194,49 @@ def test_int8_model_of_the_new_layers(target: str) -> None:
     assert np.abs(got - want).max() <= 0.15 * np.abs(want).max()
     if target == "tensorrt":
         assert [d.render() for d in support.check_model(quantized)] == []
+
+
+# ---- properties: random sizes, the emitted model against PyTorch ----------------------------
+
+SIZES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _run(text: str, x: np.ndarray) -> np.ndarray:
+    shape = "x".join(map(str, x.shape[1:]))
+    model = emit.to_onnx(netdsl.parse(f"input {shape}\n{text}", "p.net"), mode="inference")
+    return ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+
+
+@SIZES
+@given(
+    n=st.tuples(st.integers(1, 23), st.integers(1, 23)),
+    m=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    kind=st.sampled_from(["avg", "max"]),
+)
+def test_adaptive_pools_equal_pytorch_at_any_size(
+    n: tuple[int, int], m: tuple[int, int], kind: str
+) -> None:
+    x = np.random.default_rng(sum(n + m)).standard_normal((1, 2, *n)).astype(np.float32)
+    pool = F.adaptive_avg_pool2d if kind == "avg" else F.adaptive_max_pool2d
+    want = pool(torch.tensor(x), m).numpy()
+    got = _run(f"adaptive{kind}pool(({m[0]}, {m[1]}))", x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@SIZES
+@given(
+    n=st.tuples(st.integers(2, 12), st.integers(2, 12)),
+    f=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    mode=st.sampled_from(["nearest", "bilinear"]),
+    cut=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+)
+def test_upsample_then_crop_equal_pytorch(
+    n: tuple[int, int], f: tuple[int, int], mode: str, cut: tuple[int, int]
+) -> None:
+    x = np.random.default_rng(sum(n + f)).standard_normal((1, 2, *n)).astype(np.float32)
+    up = F.interpolate(torch.tensor(x), scale_factor=f, mode=mode)
+    size = [max(1, d - c) for d, c in zip(up.shape[2:], cut, strict=True)]
+    begin = [(d - s) // 2 for d, s in zip(up.shape[2:], size, strict=True)]
+    want = up[:, :, begin[0] : begin[0] + size[0], begin[1] : begin[1] + size[1]].numpy()
+    got = _run(f"upsample({f}, mode={mode}) -> crop(({size[0]}, {size[1]}))", x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
