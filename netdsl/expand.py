@@ -202,7 +202,7 @@ class _Expander:
         if after.args or after.stride is not None:
             self.diagnostics.error(f"the merge '{after.name}' takes no arguments", after.span)
             return FAILED
-        attrs: dict[str, Any] = {"auto": False} if after.name == "add" else {}
+        attrs: dict[str, Any] = {"auto": False} if after.name == "add" else {"listed": True}
         return self.emit(scope.name(after.name), after.name, attrs, outs, after.span, trace)
 
     def count(self, node: ast.Repeat, env: Env) -> int:
@@ -586,8 +586,8 @@ def expand_net(
 
 def _check_input(given: ast.Input, diagnostics: Diagnostics) -> None:
     dims, span = given.dims, given.span
-    if len(dims) not in (1, 3):
-        diagnostics.error(f"input takes C or CxHxW, got {len(dims)} dimensions", span)
+    if len(dims) not in (1, 2, 3, 4):
+        diagnostics.error(f"input takes C, CxL, CxHxW or CxDxHxW, got {len(dims)} dimensions", span)
     for d in dims:
         if not 1 <= d <= MAX_DIM:
             diagnostics.error(f"input dimension {d} is out of range (1 to {MAX_DIM:,})", span)

@@ -40,25 +40,42 @@ def non_negative(value: Value) -> int:
     return _int(value, 0)
 
 
-def pair(value: Value) -> tuple[int, int]:
-    """A size per spatial axis: `3` or `(3, 5)` (height, width)."""
+class Each(tuple[int, ...]):
+    """Sizes written as one value for every spatial axis (`3`, `conv3`, `p=1`): held for two
+    axes, and fitted to the rank of what flows in once shapes are known (shapes.py), so `conv3`
+    is 3 wide on a 1-D signal, 3x3 on an image and 3x3x3 on a volume."""
+
+
+def pair(value: Value) -> tuple[int, ...]:
+    """A size per spatial axis: `3` (every axis), `(3, 5)` (height, width), `(3, 3, 3)`
+    (depth, height, width) or `(9,)` (length)."""
+    if isinstance(value, Each):
+        return value
     if isinstance(value, tuple):
-        if len(value) != 2:
-            raise ArgError(f"expected one integer or (height, width), got {show(value)}")
-        return positive(value[0]), positive(value[1])
+        if not 1 <= len(value) <= 3:
+            raise ArgError(
+                f"expected one integer or one per axis ((length,), (height, width) or "
+                f"(depth, height, width)), got {show(value)}"
+            )
+        return tuple(positive(v) for v in value)
     v = positive(value)
-    return v, v
+    return Each((v, v))
 
 
-def pair0(value: Value) -> tuple[int, int]:
-    if isinstance(value, tuple) and len(value) == 2:
-        return non_negative(value[0]), non_negative(value[1])
+def pair0(value: Value) -> tuple[int, ...]:
+    if isinstance(value, tuple) and 1 <= len(value) <= 3 and not isinstance(value, Each):
+        return tuple(non_negative(v) for v in value)
+    if isinstance(value, Each):
+        return value
     v = non_negative(value)
-    return v, v
+    return Each((v, v))
 
 
-def padding(value: Value) -> str | tuple[int, int, int, int]:
-    """`same`, `valid`, `p`, `(ph, pw)` or `(top, left, bottom, right)` (ONNX pads order)."""
+def padding(value: Value) -> str | tuple[int, ...]:
+    """`same`, `valid`, `p`, `(ph, pw)`, `(top, left, bottom, right)` (ONNX pads order), or
+    for a volume `(pd, ph, pw)` or its six begins and ends."""
+    if isinstance(value, Each):
+        return value
     if isinstance(value, str):
         if value in ("same", "valid"):
             return str(value)
@@ -70,12 +87,15 @@ def padding(value: Value) -> str | tuple[int, int, int, int]:
         if len(value) == 4:
             t, left, b, r = (non_negative(v) for v in value)
             return t, left, b, r
+        if len(value) in (3, 6):
+            pads = tuple(non_negative(v) for v in value)
+            return pads * 2 if len(pads) == 3 else pads
         raise ArgError(
-            f"padding takes 1, 2 (height, width) or 4 (top, left, bottom, right) integers, "
-            f"got {len(value)}"
+            f"padding takes 1, 2 (height, width), 3 (depth, height, width), 4 (top, left, "
+            f"bottom, right) or 6 integers, got {len(value)}"
         )
     p = non_negative(value)
-    return p, p, p, p
+    return Each((p, p, p, p))
 
 
 def boolean(value: Value) -> bool:
@@ -370,21 +390,23 @@ def refused(name: str) -> str | None:
     return None
 
 
-_SHORTHAND = re.compile(r"^([a-z]+?)(\d+)(?:x(\d+))?$")
+_SHORTHAND = re.compile(r"^([a-z]+?)(\d+)((?:x\d+){0,2})$")
 
 
-def resolve(name: str) -> tuple[Op, tuple[int, int] | None] | None:
-    """`conv3x3` -> (conv, (3, 3)); `pool` -> (maxpool, None); unknown -> None."""
+def resolve(name: str) -> tuple[Op, tuple[int, ...] | None] | None:
+    """`conv3x3` -> (conv, (3, 3)); `conv3x3x3` -> (conv, (3, 3, 3)); `conv3` -> (conv, 3 on
+    every axis: `Each`); `pool` -> (maxpool, None); unknown -> None."""
     if name in OPS:
         return OPS[name], None
     if name in ALIASES:
         return OPS[ALIASES[name]], None
     match = _SHORTHAND.match(name)
     if match and len(match.group(0)) < 40:  # no kernel has 30 digits; int() has limits
-        base, kh, kw = match.group(1), int(match.group(2)), match.group(3)
+        base, first, rest = match.group(1), int(match.group(2)), match.group(3)
         op = OPS.get(ALIASES.get(base, base))
         if op is not None and op.kernel:
-            return op, (kh, int(kw) if kw is not None else kh)
+            sizes = (first, *(int(k) for k in rest.split("x")[1:]))
+            return op, Each((first, first)) if len(sizes) == 1 else sizes
     return None
 
 

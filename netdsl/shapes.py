@@ -20,6 +20,7 @@ from netdsl import geometry
 from netdsl.expand import trace_notes
 from netdsl.geometry import Num, Reach
 from netdsl.graph import Frame, Graph, Layer
+from netdsl.ops import Each
 from netdsl.rules import RULES, Ctx, Out, Shape, ShapeError, Weight, Window, dims, projection
 from netdsl.rules_shape import crop_to, upsample_to
 from netdsl.source import Diagnostic, Diagnostics, NetError, Span
@@ -246,7 +247,7 @@ class _Pass:
         ins = [j for j in inputs if j is not None]
         if layer.op == "add" and layer.attrs.get("auto"):
             ins[1] = self.project(layer, ins[0], ins[1])
-        attrs = layer.attrs
+        attrs = _fit_rank(layer.attrs, self.nodes[ins[0]].shape)
         if "to" in attrs:  # `crop(to=skip)`: the sizes of another tensor, which is no input
             attrs, ins = self.sized_by(layer, ins)
             if not ins:
@@ -258,6 +259,7 @@ class _Pass:
             i not in self.feeds_bn,
         )
         try:
+            _check_pads(ctx)
             out = RULES[layer.op](ctx)
             self.check_size(ctx.written, out)
         except ShapeError as error:
@@ -429,10 +431,39 @@ class _Pass:
         return [f"in {frame.text}; input sizes " + " → ".join(sizes[k] for k in sorted(sizes))]
 
 
+def _fit_rank(attrs: Mapping[str, Any], shape: Shape) -> Mapping[str, Any]:
+    """Sizes written once for every axis (`conv3`, `p=1`: `ops.Each`, held for two axes) fitted
+    to the spatial axes of the input: one on a signal (CxL), three on a volume (CxDxHxW)."""
+    rank = len(shape) - 1
+    if rank in (0, 2) or not any(isinstance(v, Each) for v in attrs.values()):
+        return attrs
+    return {
+        k: Each(v[:1] * (len(v) // 2 * rank)) if isinstance(v, Each) else v
+        for k, v in attrs.items()
+    }
+
+
+def _check_pads(ctx: Ctx) -> None:
+    """Padding written per axis must have as many axes as the input: two values per axis."""
+    p, rank = ctx.attrs.get("p"), len(ctx.inputs[0]) - 1
+    if not isinstance(ctx.attrs.get("k"), tuple):
+        return  # only windowed layers take `padding` (pad's p is its own)
+    if isinstance(p, tuple) and not isinstance(p, Each) and rank >= 1 and len(p) != 2 * rank:
+        raise ShapeError(
+            f"{ctx.written}: its padding gives {len(p) // 2} axes (begins {dims(p[: len(p) // 2])}"
+            f", ends {dims(p[len(p) // 2 :])}), but its input {dims(ctx.inputs[0])} has {rank}"
+        )
+
+
 def _skip_hint(layer: Layer, ctx: Ctx) -> list[str]:
     """A concatenation of maps of different sizes (a U-Net skip): say how to match them."""
     shapes = ctx.inputs
-    if layer.op != "concat" or len({len(s) for s in shapes}) != 1 or len(shapes[0]) < 2:
+    if (
+        layer.op != "concat"
+        or not layer.attrs.get("listed")
+        or len({len(s) for s in shapes}) != 1
+        or len(shapes[0]) < 2
+    ):
         return []
     smallest = min(shapes, key=lambda s: math.prod(s[1:]))
     if any(any(n < m for n, m in zip(s[1:], smallest[1:], strict=True)) for s in shapes):

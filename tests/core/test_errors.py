@@ -188,12 +188,12 @@ GOLDEN = [
     ),
     (
         "bad padding tuple",
-        "input 3x32x32\nconv3x3(64, p=(1, 2, 3))\n",
+        "input 3x32x32\nconv3x3(64, p=(1, 2, 3, 4, 5))\n",
         lines(
-            "bad.net:2:13: error: conv p: padding takes 1, 2 (height, width) or 4 (top, left, bottom, "
-            "right) integers, got 3",
-            "  conv3x3(64, p=(1, 2, 3))",
-            "              ^^^^^^^^^^^",
+            "bad.net:2:13: error: conv p: padding takes 1, 2 (height, width), 3 (depth, height, "
+            "width), 4 (top, left, bottom, right) or 6 integers, got 5",
+            "  conv3x3(64, p=(1, 2, 3, 4, 5))",
+            "              ^^^^^^^^^^^^^^^^^",
         ),
     ),
     (
@@ -272,11 +272,11 @@ GOLDEN = [
     ),
     (
         "input dimensions",
-        "input 3x32\nrelu\n",
+        "input 3x32x32x32x32\nrelu\n",
         lines(
-            "bad.net:1:7: error: input takes C or CxHxW, got 2 dimensions",
-            "  input 3x32",
-            "        ^^^^",
+            "bad.net:1:7: error: input takes C, CxL, CxHxW or CxDxHxW, got 5 dimensions",
+            "  input 3x32x32x32x32",
+            "        ^^^^^^^^^^^^^",
         ),
     ),
     # ---- shapes: the formula with its numbers, and where in the unrolling

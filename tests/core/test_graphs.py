@@ -227,18 +227,28 @@ class Heads(nn.Module):  # type: ignore[misc]
         return self.cls(t), self.box(t)
 
 
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+DECONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
 def torch_counts(model: object, *xs: object) -> tuple[int, int, list[tuple[int, ...]]]:
     """Parameters (each module once), multiply-adds of convolutions and linear layers (one
-    per weight use), and the output shapes without the batch axis."""
+    per weight use: a convolution's weights at every output position, a transposed one's at
+    every input position), and the output shapes without the batch axis."""
     macs = 0
 
-    def count(module: object, _: object, out: object) -> None:
+    def count(module: object, inputs: tuple[object, ...], out: object) -> None:
         nonlocal macs
-        positions = math.prod(out.shape[2:]) if isinstance(module, nn.Conv2d) else 1
+        if isinstance(module, CONVS):
+            positions = math.prod(out.shape[2:])
+        elif isinstance(module, DECONVS):
+            positions = math.prod(inputs[0].shape[2:])
+        else:
+            positions = 1
         macs += module.weight.numel() * positions
 
     for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
+        if isinstance(m, CONVS + DECONVS + (nn.Linear,)):
             m.register_forward_hook(count)
     with torch.no_grad():
         out = model(*xs)
@@ -257,3 +267,76 @@ def test_against_pytorch(text: str, twin: type, shapes: list[tuple[int, ...]]) -
     params, macs, outs = torch_counts(twin(), *(torch.zeros(s) for s in shapes))
     assert (net.params, net.macs) == (params, macs)
     assert [net.nodes[i].shape for _, i in net.output_list] == outs
+
+
+# 1-D (CxL) and 3-D (CxDxHxW) inputs: one shorthand per rank (`conv3` is 3 wide on every axis)
+RANKS = [
+    (
+        "input 1x1000\nconv9(16, s=2) -> bn -> relu -> maxpool4 -> conv3(32) -> gap -> fc(10)",
+        lambda: nn.Sequential(
+            nn.Conv1d(1, 16, 9, 2, padding=4, bias=False),
+            nn.BatchNorm1d(16),
+            nn.ReLU(),
+            nn.MaxPool1d(4),
+            nn.Conv1d(16, 32, 3, padding=1),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(32, 10),
+        ),
+        (1, 1, 1000),
+    ),
+    (
+        "input 3x8x32x32\nconv3x3x3(8) -> relu -> maxpool1x2x2 -> conv3(16) -> bn -> relu"
+        " -> maxpool2 -> deconv2x2x2/2(4) -> avgpool2 -> gap -> fc(5)",
+        lambda: nn.Sequential(
+            nn.Conv3d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool3d((1, 2, 2)),
+            nn.Conv3d(8, 16, 3, padding=1, bias=False),
+            nn.BatchNorm3d(16),
+            nn.ReLU(),
+            nn.MaxPool3d(2),
+            nn.ConvTranspose3d(16, 4, 2, stride=2),
+            nn.AvgPool3d(2),
+            nn.AdaptiveAvgPool3d(1),
+            nn.Flatten(),
+            nn.Linear(4, 5),
+        ),
+        (1, 3, 8, 32, 32),
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "twin", "shape"), RANKS, ids=["1-D", "3-D"])
+def test_ranks_against_pytorch(text: str, twin: object, shape: tuple[int, ...]) -> None:
+    net = netdsl.parse(text)
+    model = twin()  # type: ignore[operator]
+    params, macs, outs = torch_counts(model, torch.zeros(shape))
+    buffers = sum(b.numel() for name, b in model.named_buffers() if "running" in name)
+    assert (net.params, net.buffers, net.macs) == (params, buffers, macs)
+    assert [net.output_shape] == outs
+    # every layer's shape, as PyTorch gives it
+    x, torch_shapes = torch.zeros(shape), []
+    with torch.no_grad():
+        for layer in model:
+            x = layer(x)
+            if not isinstance(layer, nn.Flatten):
+                torch_shapes.append(tuple(x.shape[1:]))
+    assert [n.shape for n in net.nodes[1:]] == torch_shapes
+
+
+RANK_ERRORS = [
+    ("input 1x100\nconv3x3(4)", "is a 2-D layer, but its input 1x100 has 1", "2:1"),
+    ("input 3x8x8x8\nmaxpool2x2(p=1)", "is a 2-D layer", "2:1"),
+    ("input 3x8x8\nconv3x3(4, p=(1, 1, 1))", "its padding gives 3 axes", "2:1"),
+    ("input 3x8x8x8\nconv3(4, p=(1, 1))", "its padding gives 2 axes", "2:1"),
+    ("input 3x8x8x8x8\nrelu", "input takes C, CxL, CxHxW or CxDxHxW, got 5", "1:7"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment", "where"), RANK_ERRORS)
+def test_rank_errors(text: str, fragment: str, where: str) -> None:
+    with pytest.raises(netdsl.NetError) as caught:
+        netdsl.parse(text, "g.net")
+    rendered = caught.value.render()
+    assert fragment in rendered and f"g.net:{where}:" in rendered
