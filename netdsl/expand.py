@@ -82,6 +82,8 @@ class _Expander:
         self.tensors: dict[str, int] = {}  # named tensors: inputs, `y = a -> ...`, outputs
         self.blocks: dict[str, ast.Assign] = {}  # `tower = [...]`: shared blocks
         self.env: Env = {}  # the net's parameters, which blocks see
+        self.labels: dict[str, Span] = {}  # layer names written in the text (`conv1_1: ...`)
+        self.names: set[str] = set()  # every layer's name so far
         self.uses: Counter[str] = Counter()  # uses of each block so far
         self.outputs: list[tuple[str, int]] = []
         self.sharing: list[tuple[str, str]] = []  # (this use's prefix, the first use's prefix)
@@ -99,6 +101,15 @@ class _Expander:
             return FAILED  # nothing flowed in; the reason is reported already
         if len(self.layers) >= MAX_LAYERS:
             raise OverBudget(f"the net expands to more than {MAX_LAYERS:,} layers", span)
+        if name in self.names:  # a name written in the text met one netdsl numbered
+            self.diagnostics.error(
+                f"two layers are named '{name}': a name written in the text (`name: layer`) "
+                "and one netdsl gives a layer; choose another name (conv1_1), or name both",
+                span,
+                trace_notes(trace),
+            )
+            return FAILED
+        self.names.add(name)
         shares = ""
         for mine, first in reversed(self.sharing):
             if name.startswith(mine):
@@ -324,6 +335,12 @@ class _Expander:
         self, node: ast.Call, x: int, env: Env, scope: _Scope, trace: tuple[Frame, ...]
     ) -> int:
         try:
+            if node.label is not None and (node.name in self.tensors or node.name in self.blocks):
+                raise NetError(
+                    f"'{node.name}' is a named tensor or block; only a layer or a definition's "
+                    "use takes a name",
+                    node.label_span,
+                )
             if node.name in self.tensors:
                 return self.reference(node)
             if x == FAILED:
@@ -456,7 +473,10 @@ class _Expander:
         frame = Frame(f"in {definition.name}({shown}), used", node.span)
         self.calls.append(definition.name)
         try:
-            inner = scope if scope.adopt else scope.child(definition.name)
+            if node.label is not None:
+                inner = _Scope(self.labelled(node, scope) + ".")
+            else:
+                inner = scope if scope.adopt else scope.child(definition.name)
             scope.adopt = False
             return self.chain(definition.body, x, local, inner, (*trace, frame))
         finally:
@@ -478,17 +498,37 @@ class _Expander:
         node, target = self.target(node, op.name)
         attrs = bind(op, node, kernel, env, self.defaults, self.implicit)
         if target is not None:  # `crop(to=up)`: sizes from another tensor, in shapes.py
-            name = scope.name(op.name)
+            name = self.labelled(node, scope) if node.label else scope.name(op.name)
             return self.emit(
                 name, op.name, {**attrs, "to": target[0]}, (x, target[1]), node.span, trace
             )
         lowering = LOWERINGS.get(op.name)  # sepconv: the rules decide its two layers
         if lowering is not None:
-            name, out = scope.name(op.name), x
+            name = self.labelled(node, scope) if node.label else scope.name(op.name)
+            out = x
             for suffix, part, part_attrs in lowering(attrs):
                 out = self.emit(f"{name}.{suffix}", part, part_attrs, (out,), node.span, trace)
             return out
-        return self.emit(scope.name(op.name), op.name, attrs, (x,), node.span, trace)
+        name = self.labelled(node, scope) if node.label else scope.name(op.name)
+        return self.emit(name, op.name, attrs, (x,), node.span, trace)
+
+    def labelled(self, node: ast.Call, scope: _Scope) -> str:
+        """`conv1_1: conv3x3(64)`: the layer (or a definition's scope) takes the paper's name,
+        once per net (a labelled layer inside a repetition would repeat it)."""
+        assert node.label is not None and node.label_span is not None
+        name = scope.prefix + node.label
+        if name in self.labels:
+            first = self.labels[name]
+            raise NetError(
+                f"the layer name '{name}' is given twice",
+                node.label_span,
+                [
+                    f"first given at {first.where}",
+                    "a name inside a repetition is given once per pass",
+                ],
+            )
+        self.labels[name] = node.label_span
+        return name
 
     def target(self, node: ast.Call, op: str) -> tuple[ast.Call, tuple[str, int] | None]:
         """`crop(to=skip)`, `upsample(to=skip)`: the tensor whose sizes the layer takes, and
@@ -506,7 +546,7 @@ class _Expander:
             raise NetError(f"give '{node.name}' either to= or {SIZED_BY[op]}=, not both", to.span)
         stand_in = ast.Arg(SIZED_BY[op], ast.Int(1, to.span), to.span)
         args = tuple(stand_in if a is to else a for a in node.args)
-        call = ast.Call(node.name, node.stride, args, node.span, node.name_span)
+        call = replace(node, args=args)
         return call, (to.value.name, self.tensors[to.value.name])
 
 

@@ -299,14 +299,19 @@ class _ToIR(Transformer[Token, Any]):
         return tuple(str(t) for t in items)
 
     def call(self, meta: Any, items: list[Any]) -> ast.Call:
-        name, stride, *args = items
+        label, name, stride, *args = items
         return ast.Call(
             str(name),
             stride,
             tuple(a for a in args if a is not None),
             self._s(meta),
             token_span(self.source, name),
+            str(label) if label is not None else None,
+            token_span(self.source, label) if label is not None else None,
         )
+
+    def label(self, meta: Any, items: list[Token]) -> Token:
+        return items[0]
 
     def arg(self, meta: Any, items: list[Any]) -> ast.Arg:
         name, value = items

@@ -85,6 +85,8 @@ class Call:
     args: tuple[Arg, ...]
     span: Span
     name_span: Span
+    label: str | None = None  # `conv1_1: conv3x3(64)`: the paper's name for the layer
+    label_span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -340,3 +340,56 @@ def test_rank_errors(text: str, fragment: str, where: str) -> None:
         netdsl.parse(text, "g.net")
     rendered = caught.value.render()
     assert fragment in rendered and f"g.net:{where}:" in rendered
+
+
+# layers named as in the paper: `conv1_1: conv3x3(64)`; a definition's use names its scope
+NAMED = [
+    (
+        "input 3x8x8\nconv1_1: conv3x3(4) -> relu -> pool1: maxpool -> fc6: fc(10)",
+        ["input", "conv1_1", "relu1", "pool1", "fc6"],
+    ),
+    (
+        "def inc(c) = {conv1x1(c) | conv3x3(c)}\ninput 3x8x8\ninception_3a: inc(4) -> s: sepconv3x3(2)",
+        [
+            "input",
+            "inception_3a.branch1.b1.conv1",
+            "inception_3a.branch1.b2.conv1",
+            "inception_3a.branch1.concat",
+            "s.dw",
+            "s.pw",
+        ],
+    ),
+    ("input 3x8x8\n[c: conv3x3(4)]*2", ["input", "block1.c", "block2.c"]),
+    (
+        "net n:\n    input x: 3x8x8\n    output y: x -> up: upsample(2) -> c: crop(to=x)\n",
+        ["x", "y.up", "y.c"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "names"), NAMED)
+def test_layers_carry_the_papers_names(text: str, names: list[str]) -> None:
+    net = netdsl.parse(text)
+    assert [n.name for n in net.nodes] == names
+    model = net.to_onnx()
+    weights = {t.name.rsplit(".", 1)[0] for t in model.graph.initializer}
+    assert weights <= set(names)
+
+
+NAME_ERRORS = [
+    ("input 3x8x8\nc: conv3x3(2) -> c: conv3x3(2)", "the layer name 'c' is given twice", "2:18"),
+    ("input 3x8x8\nconv1: relu -> conv3x3(2)", "two layers are named 'conv1'", "2:16"),
+    (
+        "net a:\n  input x: 1x4x4\n  y = x -> relu\n  x -> q: y",
+        "only a layer or a definition",
+        "4:8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment", "where"), NAME_ERRORS)
+def test_name_errors(text: str, fragment: str, where: str) -> None:
+    with pytest.raises(netdsl.NetError) as caught:
+        netdsl.parse(text, "g.net")
+    rendered = caught.value.render()
+    assert fragment in rendered and f"g.net:{where}:" in rendered

@@ -94,6 +94,8 @@ TOKENS = [
     "a:",
     "[a, b]",
     "to=a",
+    "conv1_1:",
+    "3x8x8x8",
     'import "x.net"',
     "conv3x3",
     "conv",
