@@ -69,6 +69,13 @@ def register_compile(sub: Any) -> None:
         action="store_true",
         help="fold each bn into the conv before it (inference form only)",
     )
+    c.add_argument(
+        "--training-step",
+        action="store_true",
+        help="write the whole training step as one model: forward, softmax cross-entropy, "
+        "backward, SGD with momentum 0.9, with the weights as its inputs' defaults "
+        "(docs/training.md)",
+    )
     o.add_input_size(c)
     o.add_json(c)
     o.add_set(c)
@@ -158,6 +165,22 @@ def cmd_compile(args: argparse.Namespace) -> int:
         args.fixed_batch = args.fixed_batch or args.old_batch
     net = o.net(args.target, args.set, args.input_size, search=args.search_path)
     out = o.output_file(args.output or f"{net.name}.onnx")
+    if args.training_step:  # the compiler's own training step (backends/train/step.py)
+        from netdsl.backends.train.step import write_training_step
+
+        step = write_training_step(
+            net,
+            out,
+            init=args.init,
+            seed=args.seed,
+            weights=args.weights,
+            skip_mismatched=args.skip_mismatched,
+        )
+        print(
+            f"wrote {out}: {net.name} training step, {len(step.trainable)} trained tensors, "
+            f"{len(step.model.graph.node):,} nodes, SGD with momentum 0.9"
+        )
+        return 0
     opts = compile_options(args)
     model = compile_net(net, opts)
     replaced = out.exists()

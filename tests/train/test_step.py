@@ -345,3 +345,14 @@ def test_written_step_file_is_checked_onnx(tmp_path: Path) -> None:
     assert [o.name for o in model.graph.output] == [o.name for o in step.model.graph.output]
     stored = {t.name for t in model.graph.initializer}
     assert set(step.trainable) | set(step.state) <= stored
+
+
+def test_compile_training_step_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from netdsl.cli import main
+
+    path = tmp_path / "step.onnx"
+    assert main(["compile", "lenet5", "--training-step", "-o", str(path), "--seed", "2"]) == 0
+    assert "training step" in capsys.readouterr().out
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert {"loss", "correct", "conv1.weight.next"} <= {o.name for o in model.graph.output}
