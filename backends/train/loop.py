@@ -238,7 +238,7 @@ class Run:
         steps = math.ceil(n / c.batch)
         schedule = sgd.Schedule(c.schedule, c.lr, c.epochs, steps, c.step_size, c.gamma)
         drawn = self.data.x_train if isinstance(self.data.x_train, pre.Drawn) else None
-        warm = min(c.warmup, steps)  # at most the first epoch (the same whatever `epochs` is)
+        warm = min(c.warmup, steps // 2)  # at most half an epoch, whatever `epochs` is
         for epoch in range(p.epoch, c.epochs):
             if rep.stop_early(p.history, self.settings.patience):
                 self.say("note", {"text": rep.stopped(p.history, self.settings.patience)})

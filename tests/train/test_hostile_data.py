@@ -471,7 +471,7 @@ if __name__ == "__main__":  # how long each refusal takes in-process
     ("change", "fragment"),
     [
         ({"batch": 16}, "these changed: batch 8 -> 16"),
-        ({"lr": 0.5}, "lr 0.1 -> 0.5"),
+        ({"lr": 0.5}, "lr 0.003 -> 0.5"),
         ({"seed": 3}, "seed 0 -> 3"),
     ],
 )
