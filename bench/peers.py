@@ -373,6 +373,39 @@ class DenseNet(nn.Module):
         return x.softmax(1) if self.softmax else x
 
 
+class C3D(nn.Module):
+    """C3D (Tran et al. 2015) on 3x16x112x112 clips as the PyTorch ports of the released Caffe
+    model write it: pool5 padded (0, 1, 1) where Caffe rounds up, so fc6 takes 512x1x4x4."""
+
+    def __init__(self, classes: int = 487) -> None:
+        super().__init__()
+        widths = [(3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512)]
+        widths += [(512, 512), (512, 512)]
+        convs = [nn.Conv3d(a, b, 3, padding=1) for a, b in widths]
+        pools = {0: (1, 2, 2), 1: 2, 3: 2, 5: 2}
+        layers: list[nn.Module] = []
+        for i, conv in enumerate(convs):
+            layers += [conv, nn.ReLU()]
+            if i in pools:
+                layers.append(nn.MaxPool3d(pools[i]))
+        layers.append(nn.MaxPool3d(2, padding=(0, 1, 1)))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(8192, 4096),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(4096, classes),
+            nn.Softmax(1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))  # type: ignore[no-any-return]
+
+
 def build(
     name: str, classes: int | None = None, softmax: bool = True, pool: int | None = None
 ) -> nn.Module:

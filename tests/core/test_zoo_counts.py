@@ -260,6 +260,7 @@ def _builders() -> dict[str, Callable[[], tuple[Any, tuple[int, ...]]]]:
     vgg16 = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
     # fmt: off
     return {
+        "c3d": lambda: (__import__("bench.peers", fromlist=["C3D"]).C3D(), (3, 16, 112, 112)),
         "mnist_softmax": lambda: (nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), (1, 28, 28)),
         "mnist_mlp": lambda: (nn.Sequential(
             nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 100), nn.ReLU(),
@@ -310,6 +311,7 @@ TORCH = [
     "context_module",
     "dilated_frontend",
     "dilation8",
+    "c3d",
 ]
 
 
@@ -332,12 +334,14 @@ def _torch_counts(model: Any, shape: tuple[int, ...]) -> tuple[int, int, tuple[i
     macs = info.total_mult_adds
     for layer in (layer for layer in info.summary_list if layer.is_leaf_layer):
         m, out = layer.module, layer.output_size
-        weighted = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+        nn = torch.nn  # every rank: 1-D signals, images, 3-D volumes (c3d)
+        deconvs = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+        weighted = (nn.Conv1d, nn.Conv2d, nn.Conv3d, *deconvs, nn.Linear)
         if isinstance(m, weighted) and m.bias is not None:
             macs -= m.bias.numel() * math.prod(out[2:])
-        if isinstance(m, torch.nn.BatchNorm2d):
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
             macs -= m.weight.numel() + m.bias.numel()
-        if isinstance(m, torch.nn.ConvTranspose2d):
+        if isinstance(m, deconvs):
             macs -= m.weight.numel() * math.prod(out[2:])
             macs += m.weight.numel() * math.prod(layer.input_size[2:])
     with FlopCounterMode(display=False) as counter:
