@@ -21,18 +21,12 @@ from netdsl import syntax as ast
 from netdsl.arguments import bind, default_table
 from netdsl.budget import MAX_DEPTH, MAX_LAYERS, MAX_STEPS, Cost, Estimator
 from netdsl.evaluate import Env, did_you_mean, evaluate
+from netdsl.expand_graph import FAILED, NOTHING, GraphCalls
 from netdsl.graph import Frame, Graph, Layer
 from netdsl.rules import LOWERINGS
 from netdsl.source import Diagnostics, NetError, Span
 
 MAX_DIM = 2**31 - 1
-MERGES = ("concat", "add", "mul")
-SIZED_BY = {
-    "crop": "size",
-    "upsample": "f",
-}  # layers that can take another tensor's sizes  # what may follow `[a, b]`
-NOTHING = -1  # no tensor flows in yet (a line of a net with several inputs)
-FAILED = -2  # what flowed in failed; its error is reported, later layers stay silent
 MAX_TRACE = 8  # trace notes shown for one error; a deeper path is cut in the middle
 CHEAP_PASS = 1_000  # steps of a repetition's body small enough to run once before checking
 
@@ -62,7 +56,7 @@ class _Scope:
         return _Scope(self.name(kind) + ".")
 
 
-class _Expander:
+class _Expander(GraphCalls):
     def __init__(
         self,
         defs: Mapping[str, ast.Def],
@@ -189,32 +183,6 @@ class _Expander:
                 gate = self.chain(body, x, env, scope, trace)
                 return self.emit(scope.name("scale"), "mul", {}, (x, gate), node.span, trace)
         raise AssertionError(node)
-
-    def merge(
-        self,
-        bundle: ast.Bundle,
-        after: ast.Chain | None,
-        x: int,
-        env: Env,
-        scope: _Scope,
-        trace: tuple[Frame, ...],
-    ) -> int:
-        """`[a, b] -> concat`: the arms side by side, then the merge that must follow them."""
-        outs = tuple(self.chain(arm, x, env, scope, trace) for arm in bundle.arms)
-        merges = ", ".join(f"-> {m}" for m in MERGES)
-        if not isinstance(after, ast.Call) or after.name not in MERGES:
-            where = after.span if after is not None else bundle.span
-            self.diagnostics.error(
-                f"{len(outs)} tensors side by side must be merged next ({merges})",
-                where,
-                [f"the tensors are listed at {bundle.span.where}", *trace_notes(trace)],
-            )
-            return FAILED
-        if after.args or after.stride is not None:
-            self.diagnostics.error(f"the merge '{after.name}' takes no arguments", after.span)
-            return FAILED
-        attrs: dict[str, Any] = {"auto": False} if after.name == "add" else {"listed": True}
-        return self.emit(scope.name(after.name), after.name, attrs, outs, after.span, trace)
 
     def count(self, node: ast.Repeat, env: Env) -> int:
         value = evaluate(node.count, env)
@@ -365,38 +333,6 @@ class _Expander:
             self.diagnostics.items.extend(error.diagnostics[1:])
             return FAILED if x < 0 else x
 
-    def reference(self, node: ast.Call) -> int:
-        if node.args or node.stride is not None:
-            raise NetError(f"'{node.name}' is a named tensor; it takes no arguments", node.span)
-        return self.tensors[node.name]
-
-    def call_block(
-        self, node: ast.Call, block: ast.Assign, x: int, trace: tuple[Frame, ...]
-    ) -> int:
-        """A use of a shared block: the first names its layers `tower.conv1`, the k-th
-        `tower@k.conv1`, which share the weights of the first (`Layer.shares`)."""
-        if node.args or node.stride is not None:
-            raise NetError(
-                f"'{node.name}' is a shared block; it takes no arguments "
-                "(a def makes a layer with parameters, and fresh weights at each use)",
-                node.span,
-            )
-        if node.name in self.calls:
-            raise NetError(f"'{node.name}' uses itself; blocks cannot recurse", node.name_span)
-        self.uses[node.name] += 1
-        k = self.uses[node.name]
-        prefix = f"{node.name}." if k == 1 else f"{node.name}@{k}."
-        if k > 1:
-            self.sharing.append((prefix, f"{node.name}."))
-        self.calls.append(node.name)
-        frame = Frame(f"in block {node.name} (use {k}), used", node.span)
-        try:
-            return self.chain(block.chain, x, self.env, _Scope(prefix), (*trace, frame))
-        finally:
-            self.calls.pop()
-            if k > 1:
-                self.sharing.pop()
-
     def call_def(
         self,
         node: ast.Call,
@@ -511,43 +447,6 @@ class _Expander:
             return out
         name = self.labelled(node, scope) if node.label else scope.name(op.name)
         return self.emit(name, op.name, attrs, (x,), node.span, trace)
-
-    def labelled(self, node: ast.Call, scope: _Scope) -> str:
-        """`conv1_1: conv3x3(64)`: the layer (or a definition's scope) takes the paper's name,
-        once per net (a labelled layer inside a repetition would repeat it)."""
-        assert node.label is not None and node.label_span is not None
-        name = scope.prefix + node.label
-        if name in self.labels:
-            first = self.labels[name]
-            raise NetError(
-                f"the layer name '{name}' is given twice",
-                node.label_span,
-                [
-                    f"first given at {first.where}",
-                    "a name inside a repetition is given once per pass",
-                ],
-            )
-        self.labels[name] = node.label_span
-        return name
-
-    def target(self, node: ast.Call, op: str) -> tuple[ast.Call, tuple[str, int] | None]:
-        """`crop(to=skip)`, `upsample(to=skip)`: the tensor whose sizes the layer takes, and
-        the call without that argument (its sizes, given a stand-in, are set in shapes.py)."""
-        to = next((a for a in node.args if a.name == "to"), None)
-        if to is None or op not in SIZED_BY:
-            return node, None
-        if not isinstance(to.value, ast.Var) or to.value.name not in self.tensors:
-            raise NetError(
-                f"'{node.name}(to=...)' takes the name of a tensor",
-                to.span,
-                [f"named so far: {', '.join(self.tensors) or 'none'}"],
-            )
-        if any(a.name == SIZED_BY[op] for a in node.args):
-            raise NetError(f"give '{node.name}' either to= or {SIZED_BY[op]}=, not both", to.span)
-        stand_in = ast.Arg(SIZED_BY[op], ast.Int(1, to.span), to.span)
-        args = tuple(stand_in if a is to else a for a in node.args)
-        call = replace(node, args=args)
-        return call, (to.value.name, self.tensors[to.value.name])
 
 
 def trace_notes(trace: tuple[Frame, ...], skip: Frame | None = None) -> list[str]:

@@ -36,7 +36,8 @@ def run(
 ) -> None:
     """Emit the inputs and every statement of `net` into `expander` (its `tensors`, `blocks`
     and `outputs`); mistakes go to its diagnostics."""
-    from netdsl.expand import NOTHING, _Scope
+    from netdsl.expand import _Scope
+    from netdsl.expand_graph import NOTHING
 
     for given in inputs:
         attrs = {"shape": given.dims}
