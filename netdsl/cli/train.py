@@ -51,6 +51,14 @@ OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
     ("--batch", o.whole(1, o.MAX_BATCH), "N", "batch size (default 32)"),
     ("--optimizer", str, "adamw|sgd", "adamw (default) or sgd with momentum"),
     (
+        "--engine",
+        str,
+        "onnx|ort-training",
+        "onnx (default): netdsl's own training step on any onnxruntime; ort-training: "
+        "onnxruntime-training 1.19.2 (the ort-training extra)",
+    ),
+    ("--device", str, "cpu|cuda", "where the onnx engine trains (cuda needs onnxruntime-gpu)"),
+    (
         "--lr",
         o.number(0, above=True),
         None,
@@ -232,11 +240,12 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from netdsl.backends.train.graph import check_trainable
+    from netdsl.backends.train import graph, step
 
     net = o.net(args.target, args.set, search=args.search_path)
-    classes = check_trainable(net)
     config = config_from(args)
+    # each engine refuses what it cannot train (the onnx engine has a gradient for every op)
+    classes = (step if config.engine == "onnx" else graph).check_trainable(net)
     out = Path(args.out) if args.out else _default_out(net.name, args.resume)
     if args.init_from and not Path(args.init_from).is_file():
         raise NetError(f"--init-from: no such file: '{args.init_from}'")
