@@ -157,6 +157,34 @@ def _vgg_stages(nn: Any, cfg: list[tuple[int, int]], pad: int) -> list[Any]:
     return layers
 
 
+def _small_resnet(nn: Any) -> Any:
+    """He et al.'s basic blocks at MNIST size: 16, 32/2, 64/2 channels, projection shortcuts
+    (1x1 conv, stride, batch norm) where the shape changes."""
+
+    class Block(nn.Module):  # type: ignore[misc]
+        def __init__(self, c_in: int, c: int, s: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(c_in, c, 3, s, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+            )  # fmt: skip
+            same = s == 1 and c_in == c
+            self.short = (
+                nn.Identity()
+                if same
+                else nn.Sequential(nn.Conv2d(c_in, c, 1, s, bias=False), nn.BatchNorm2d(c))
+            )
+
+        def forward(self, x: Any) -> Any:
+            return (self.body(x) + self.short(x)).relu()
+
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        Block(16, 16, 1), Block(16, 32, 2), Block(32, 64, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    )  # fmt: skip
+
+
 def _context(nn: Any, c: int) -> list[Any]:
     layers = []
     for d in (1, 1, 2, 4, 8, 16, 1):
@@ -272,6 +300,28 @@ def _builders() -> dict[str, Callable[[], tuple[Any, tuple[int, ...]]]]:
             nn.Conv2d(8, 12, 4, stride=2, padding=1), nn.ReLU(),
             nn.Flatten(), nn.Linear(12 * 7 * 7, 200), nn.ReLU(), nn.Linear(200, 10)),
             (1, 28, 28)),
+        "mnist_mlp_sigmoid": lambda: (nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 200), nn.Sigmoid(), nn.Linear(200, 100), nn.Sigmoid(),
+            nn.Linear(100, 60), nn.Sigmoid(), nn.Linear(60, 30), nn.Sigmoid(),
+            nn.Linear(30, 10)), (1, 28, 28)),
+        "mnist_mlp_dropout": lambda: (nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Dropout(0.25),
+            nn.Linear(200, 100), nn.ReLU(), nn.Dropout(0.25), nn.Linear(100, 60), nn.ReLU(),
+            nn.Dropout(0.25), nn.Linear(60, 30), nn.ReLU(), nn.Dropout(0.25),
+            nn.Linear(30, 10)), (1, 28, 28)),
+        "mnist_conv_big": lambda: (nn.Sequential(  # TF "same" again: 6x6 pads (2, 3)
+            nn.ZeroPad2d((2, 3, 2, 3)), nn.Conv2d(1, 6, 6), nn.ReLU(),
+            nn.ZeroPad2d((1, 2, 1, 2)), nn.Conv2d(6, 12, 5, stride=2), nn.ReLU(),
+            nn.Conv2d(12, 24, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(24 * 7 * 7, 200), nn.ReLU(), nn.Dropout(0.25),
+            nn.Linear(200, 10)), (1, 28, 28)),
+        "mnist_vgg": lambda: (nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10)),
+            (1, 28, 28)),
+        "mnist_resnet": lambda: (_small_resnet(nn), (1, 28, 28)),
         "alexnet": lambda: (nn.Sequential(
             nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
             nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
@@ -304,6 +354,11 @@ TORCH = [
     "mnist_softmax",
     "mnist_mlp",
     "mnist_conv",
+    "mnist_mlp_sigmoid",
+    "mnist_mlp_dropout",
+    "mnist_conv_big",
+    "mnist_vgg",
+    "mnist_resnet",
     "alexnet",
     "zfnet",
     "xception",
