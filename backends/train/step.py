@@ -214,10 +214,26 @@ def write_training_step(
     return step
 
 
+# ops whose gradients do not depend on the number of spatial axes
+POINTWISE = frozenset(
+    {"input", "relu", "leakyrelu", "sigmoid", "tanh", "identity", "dropout", "add", "mul"}
+    | {"concat", "softmax", "flatten", "fc"}
+)
+
+
 def check_trainable(net: ShapedNet) -> int:
     """Refuse a net the step cannot train (every op has gradient rules, so only a net whose
     output is not a vector of class scores); return the number of classes."""
     net.refuse_graph("a training step")
+    for node in net.nodes:  # the convolution and pooling gradients are written for images
+        spatial = len(node.shape) - 1
+        if node.op not in POINTWISE and len(node.shape) > 1 and spatial != 2:
+            raise NetError(
+                f"a training step cannot train {node.name} yet: its output "
+                f"{'x'.join(map(str, node.shape))} has {spatial} spatial axes, and the "
+                "gradient rules are written for 2-D images (C x H x W)",
+                node.span,
+            )
     out = net.nodes[net.output]
     if len(out.shape) != 1 or out.shape[0] < 2:
         raise NetError(
