@@ -180,7 +180,7 @@ def point(
         "first_loss": first,
         "images_per_s": {k: round(v, 1) for k, v in ips.items()},
         "vs_torch": round(ips["native"] / ips["torch"], 3),
-        "turns": {k: t.calls for k, t in timings.items()},
+        "timed_calls": {k: t.calls for k, t in timings.items()},
         "disturbed_turns": {k: t.dropped_turns for k, t in timings.items()},
     }
     if "ort-training" in ips:
