@@ -101,17 +101,7 @@ READER_FILES = {
     "sharing.md": ("model.onnx",),  # `netdsl summary model.onnx`: any model
 }
 # (doc, the start of the command, or "python N" for the doc's Nth Python block) -> what is wrong
-BROKEN: dict[tuple[str, str], str] = {
-    (
-        "onnx.md",
-        "netdsl compile resnet50 -o resnet50.onnx --fold-bn",
-    ): "the output shown lacks the precision ('fp32,') that compile prints",
-    ("sharing.md", "python 1"): "uses `net` before any block defines it",
-    (
-        "scripting.md",
-        "netdsl check lenet5 --input 1x28x28",
-    ): "the error shown names nets/lenet5.net:21:8; conv3 is on line 20 since lenet5_c3 moved out",
-}
+BROKEN: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
