@@ -214,10 +214,10 @@ def write_training_step(
     return step
 
 
-# ops whose gradients do not depend on the number of spatial axes
-POINTWISE = frozenset(
-    {"input", "relu", "leakyrelu", "sigmoid", "tanh", "identity", "dropout", "add", "mul"}
-    | {"concat", "softmax", "flatten", "fc"}
+# ops whose gradient rules are written and checked for images (N x C x H x W) only
+IMAGE_ONLY = frozenset(
+    {"conv", "dwconv", "deconv", "bn", "maxpool", "avgpool", "gap", "gmp", "lrn", "local"}
+    | {"adaptiveavgpool", "adaptivemaxpool", "upsample"}
 )
 
 
@@ -226,11 +226,11 @@ def check_trainable(net: ShapedNet) -> int:
     output is not a vector of class scores); return the number of classes."""
     net.refuse_graph("a training step")
     for node in net.nodes:  # the convolution and pooling gradients are written for images
-        spatial = len(node.shape) - 1
-        if node.op not in POINTWISE and len(node.shape) > 1 and spatial != 2:
+        shape = net.nodes[node.inputs[0]].shape if node.inputs else node.shape
+        if node.op in IMAGE_ONLY and len(shape) != 3:
             raise NetError(
-                f"a training step cannot train {node.name} yet: its output "
-                f"{'x'.join(map(str, node.shape))} has {spatial} spatial axes, and the "
+                f"a training step cannot train {node.name} ({node.op}) yet: its input "
+                f"{'x'.join(map(str, shape))} has {len(shape) - 1} spatial axes, and its "
                 "gradient rules are written for 2-D images (C x H x W)",
                 node.span,
             )
