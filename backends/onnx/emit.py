@@ -26,6 +26,7 @@ from netdsl.backends.onnx.layers import EMITTERS as EMITTERS
 from netdsl.backends.onnx.layers import Emit as Emit
 from netdsl.backends.onnx.layers import Emitter as Emitter
 from netdsl.backends.passes import fold_bn as folding
+from netdsl.backends.passes import normalise
 from netdsl.shapes import ShapedNet
 from netdsl.source import NetError, Span
 
@@ -112,8 +113,13 @@ def emit(
     wt.check_size(net)  # a net whose weights cannot be allocated is refused with its size
     # a weights file is read only where it matches the net's tensors (names and shapes)
     # twins.given maps torchvision's state_dict keys for the zoo's twins
-    given = twins.given(net, weights, wt.shapes(net)) if weights is not None else None
+    channels = net.input_shape[0]
+    expect = {**wt.shapes(net), **normalise.expected(channels)}
+    given = twins.given(net, weights, expect) if weights is not None else None
     tensors, where = given or ({}, "")
+    # the weights of a netdsl-trained model come with the normalisation they were trained behind
+    carried = normalise.carried(tensors, channels) if len(net.input_shape) == 3 else None
+    tensors = {k: v for k, v in tensors.items() if k not in (normalise.MEAN, normalise.STD)}
     params = wt.initialise(net, init, seed, provided=tensors)
     meta = {
         "source": net.span.source.name,
@@ -139,6 +145,9 @@ def emit(
     model.producer_name, model.producer_version = "netdsl", _version()
     model.opset_import.add(domain="", version=opset)
     _graph(e, batch, model.graph)
+    if carried is not None and len(net.inputs) == 1:
+        normalise.with_normalisation(model, carried, net.nodes[net.inputs[0]].name)
+        meta.update(normalise.metadata(net.input_shape, carried, ()))
     helper.set_model_props(model, meta)
     return Emitted(model, e.spans)
 

@@ -14,37 +14,25 @@ an eighth of its size (none on an axis of one pixel: a 1-D signal stays whole).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from netdsl.backends.passes.normalise import (
+    KEY,
+    Normalisation,
+    metadata,
+    read_metadata,
+    with_normalisation,
+)
 from netdsl.source import NetError
 
-KEY = "netdsl.preprocessing"  # the model's metadata entry (JSON)
 AUTO_SHIFT = 14  # the automatic shift is an axis's size / 14: 2 px on MNIST's 28, 0 below 7
 MIN_STD = 1e-6  # a channel that never varies is divided by 1, not by ~0
 
-
-@dataclass(frozen=True)
-class Normalisation:
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        mean, std = self.arrays(x.shape[1])
-        return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
-
-    def arrays(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
-        shape = (1, channels, 1, 1)
-        mean = np.asarray(self.mean, np.float32).reshape(shape)
-        return mean, np.asarray(self.std, np.float32).reshape(shape)
-
-    @property
-    def identity(self) -> bool:
-        return all(m == 0 for m in self.mean) and all(s == 1 for s in self.std)
+# what the exported model carries: in the passes room, so compilation can carry it too
+__all__ = ["KEY", "Normalisation", "metadata", "read_metadata", "with_normalisation"]
 
 
 def normalisation(
@@ -140,67 +128,3 @@ class Drawn:
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return self.x if dtype is None else self.x.astype(dtype)
-
-
-# ---- what the exported model carries ---------------------------------------------------------
-
-
-def with_normalisation(model: Any, norm: Normalisation, input_name: str = "input") -> Any:
-    """`model` with (input - mean) / std as its first two nodes, so every runtime applies it."""
-    from onnx import helper, numpy_helper
-
-    if norm.identity:
-        return model
-    graph = model.graph
-    c = len(norm.mean)
-    mean, std = norm.arrays(c)
-    inner = f"{input_name}_normalised"
-    for node in graph.node:
-        node.input[:] = [inner if name == input_name else name for name in node.input]
-    for output in graph.output:
-        if output.name == input_name:
-            raise NetError("a model whose output is its input cannot carry a normalisation")
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(mean, "preprocess.mean"),
-            numpy_helper.from_array(std, "preprocess.std"),
-        ]
-    )
-    nodes = [
-        helper.make_node("Sub", [input_name, "preprocess.mean"], ["preprocess.centred"]),
-        helper.make_node("Div", ["preprocess.centred", "preprocess.std"], [inner]),
-    ]
-    rest = list(graph.node)
-    del graph.node[:]
-    graph.node.extend([*nodes, *rest])  # at the start: the graph stays topologically sorted
-    return model
-
-
-def metadata(image: Sequence[int], norm: Normalisation, classes: Sequence[str]) -> dict[str, str]:
-    """The model's metadata entry: how an image becomes the model's input, and its classes."""
-    c, h, w = image
-    record = {
-        "input": [c, h, w],
-        "layout": "NCHW float32",
-        "scale": "pixels / 255 (8-bit), / 65535 (16-bit): [0, 1]",
-        "resize": "bilinear, pixel centres aligned, antialiased when shrinking "
-        "(netdsl.backends.data.images.resize)",
-        "channels": "grey: ITU-R 601-2 luma; colour from grey: the plane repeated",
-        "normalisation": "inside the model (its first nodes)" if not norm.identity else "none",
-        "mean": list(norm.mean),
-        "std": list(norm.std),
-        "classes": list(classes),
-    }
-    return {KEY: json.dumps(record)}
-
-
-def read_metadata(props: dict[str, str]) -> dict[str, Any]:
-    """The preprocessing a model records (its metadata_props), or {} if it records none."""
-    text = props.get(KEY)
-    if not text:
-        return {}
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return {}
-    return record if isinstance(record, dict) else {}

@@ -164,3 +164,20 @@ def test_fold_math_matches_the_formula() -> None:
     assert which == {2: 1}
     np.testing.assert_allclose(folded["conv1.weight"].ravel(), [1.5, 0.5], rtol=1e-6)
     np.testing.assert_allclose(folded["conv1.bias"], [-1.5, 4.75], rtol=1e-6)
+
+
+def test_weights_of_a_trained_model_bring_its_normalisation(tmp_path: Path) -> None:
+    """A net compiled with a netdsl-trained model's weights starts with the same (x - mean)/std,
+    so the weights see what they were trained on (and int8 calibration too)."""
+    from netdsl.backends.passes import normalise
+
+    net = netdsl.parse("input 2x8x8\nconv3x3(4) -> relu -> gap -> fc(3)")
+    norm = normalise.Normalisation((0.5, 0.25), (0.2, 0.4))
+    trained = normalise.with_normalisation(to_onnx(net, seed=1, mode="inference"), norm)
+    onnx.save(trained, tmp_path / "model.onnx")
+    compiled = to_onnx(net, seed=2, mode="inference", weights=tmp_path / "model.onnx")
+    x = np.random.default_rng(0).random((3, 2, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(ort.run(compiled, x), ort.run(trained, x), rtol=1e-6)
+    props = {p.key: p.value for p in compiled.metadata_props}
+    assert normalise.read_metadata(props)["mean"] == [0.5, 0.25]
+    assert "preprocess" not in props["weights"]  # carried, not reported as unused
