@@ -284,6 +284,7 @@ class Run:
                 warning = rep.at_chance(record["train_loss"], self.graph.classes, c)
                 if warning:
                     self.say("note", {"text": f"warning: {warning}"})
+        rep.draw_confusion(self.out)  # once: the best model's, whatever the epochs
 
     def step(
         self,

@@ -75,7 +75,8 @@ def confusion(y: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
 
 
 def write_confusion(out: Path, y: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> None:
-    """confusion.json (counts[true][predicted], class names, accuracy per class) and a PNG."""
+    """confusion.json (counts[true][predicted], class names, accuracy per class); the PNG is
+    drawn from it once, when the run ends (`draw_confusion`: drawing costs about a second)."""
     if len(predicted) != len(y) or not len(y):
         return
     k = max(int(y.max()), int(predicted.max())) + 1
@@ -94,7 +95,15 @@ def write_confusion(out: Path, y: np.ndarray, predicted: np.ndarray, names: Sequ
         "accuracy": float(np.trace(counts) / counts.sum()),
     }
     atomic.write(out / CONFUSION_JSON, (json.dumps(record, indent=1) + "\n").encode())
-    atomic.write(out / CONFUSION_PNG, _plot(counts, labels))
+
+
+def draw_confusion(out: Path) -> None:
+    """confusion.png from the run's confusion.json (nothing where there is none)."""
+    path = out / CONFUSION_JSON
+    if not path.is_file():
+        return
+    record = json.loads(path.read_text("utf-8"))
+    atomic.write(out / CONFUSION_PNG, _plot(np.asarray(record["counts"]), record["classes"]))
 
 
 def _plot(counts: np.ndarray, labels: list[str]) -> bytes:
