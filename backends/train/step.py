@@ -214,7 +214,8 @@ def write_training_step(
     return step
 
 
-# ops whose gradient rules are written and checked for images (N x C x H x W) only
+# ops whose gradient rules are written and checked for images (N x C x H x W) only (and, for
+# batch norm, vectors too)
 IMAGE_ONLY = frozenset(
     {"conv", "dwconv", "deconv", "bn", "maxpool", "avgpool", "gap", "gmp", "lrn", "local"}
     | {"adaptiveavgpool", "adaptivemaxpool", "upsample"}
@@ -227,7 +228,7 @@ def check_trainable(net: ShapedNet) -> int:
     net.refuse_graph("a training step")
     for node in net.nodes:  # the convolution and pooling gradients are written for images
         shape = net.nodes[node.inputs[0]].shape if node.inputs else node.shape
-        if node.op in IMAGE_ONLY and len(shape) != 3:
+        if node.op in IMAGE_ONLY and len(shape) != 3 and not (node.op == "bn" and len(shape) == 1):
             raise NetError(
                 f"a training step cannot train {node.name} ({node.op}) yet: its input "
                 f"{'x'.join(map(str, shape))} has {len(shape) - 1} spatial axes, and its "
