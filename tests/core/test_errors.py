@@ -2,8 +2,8 @@
 
 A message is part of the product, so each golden case holds the complete `NetError.render()`,
 line by line as it prints; a change to a message shows up here as a diff to review. Messages
-found unclear or wrong are not enshrined: they sit in `UNCLEAR` below as strict xfails that
-state what the better message must (or must not) say.
+once found unclear or wrong sit in `CLEARER` below, each held to what its fix must (and must
+not) say.
 """
 
 from __future__ import annotations
