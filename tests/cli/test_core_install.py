@@ -6,50 +6,26 @@ copy of this environment's lark (nothing is downloaded)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import lark
 import pytest
 
+from tests.installs import run, venv_with
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
 @pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def core(netdsl_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `netdsl` script of a virtual environment holding netdsl and lark only."""
     tmp = tmp_path_factory.mktemp("core")
-    built = _run(
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "-w",
-        tmp / "dist",
-        ROOT,
-        cwd=tmp,
-    )
-    assert built.returncode == 0, built.stderr
-    (wheel,) = (tmp / "dist").glob("netdsl-*.whl")
     env = tmp / "env"
-    venv.EnvBuilder(with_pip=True).create(env)
-    python = env / "bin" / "python"
-    done = _run(python, "-m", "pip", "install", "-q", "--no-deps", wheel, cwd=tmp)
-    assert done.returncode == 0, done.stderr
+    python = venv_with(netdsl_wheel, env)
     # lark, the one dependency, copied from this environment: no download (it is pure Python)
-    site = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp)
+    site = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp)
     shutil.copytree(Path(lark.__file__).parent, Path(site.stdout.strip()) / "lark")
-    probe = _run(python, "-c", "import onnx", cwd=tmp)
+    probe = run(python, "-c", "import onnx", cwd=tmp)
     assert probe.returncode != 0, "the core environment must not see onnx"
     return env / "bin" / "netdsl"
 
@@ -73,7 +49,7 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_missing_extra_is_a_usage_error(
     core: Path, argv: list[str], extra: str, tmp_path: Path
 ) -> None:
-    done = _run(core, *argv, cwd=tmp_path)
+    done = run(core, *argv, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     assert done.stderr.startswith(f"error: netdsl {argv[0]}")
@@ -84,7 +60,7 @@ def test_a_missing_extra_is_a_usage_error(
 
 
 def test_the_core_commands_work_there(core: Path, tmp_path: Path) -> None:
-    done = _run(core, "check", "lenet5", cwd=tmp_path)
+    done = run(core, "check", "lenet5", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (
         0,
         "lenet5: 1x32x32 -> 10, 61,706 params, 416.52 KMACs\n",
