@@ -92,18 +92,9 @@ def training_graph(net: ShapedNet, params: Params) -> TrainGraph:
     """The training form of `net` with `params` as initializers (see the module's docstring)."""
     classes = check_trainable(net)
     e = emit.Emitter(net, params, "train")
-    table = {**emit.EMITTERS, **TRAINING_EMITTERS}
-    for i, node in enumerate(net.nodes):
-        e.layer, e.index = node, i
-        xs = [e.tensors[j] for j in node.inputs]
-        if node.op == "input":
-            e.tensors.append("input")
-        elif node.op == "softmax" and i == net.output:
-            e.tensors.append(xs[0])  # the loss takes logits
-        else:
-            e.tensors.append(table[node.op](e, node, xs))
+    logits = emit_logits(e, {**emit.EMITTERS, **TRAINING_EMITTERS})
     e.layer = net.nodes[net.output]
-    e.add("Identity", [e.tensors[net.output]], [LOGITS], ".logits")
+    e.add("Identity", [logits], [LOGITS], ".logits")
     stats = tuple(_stats(n) for n in net.nodes if n.op == "bn")
     masks = tuple(
         Mask(n.name, f"{n.name}.mask", n.shape, float(n.attrs["p"]))
@@ -123,6 +114,22 @@ def training_graph(net: ShapedNet, params: Params) -> TrainGraph:
     )
     model.ir_version = emit.IR_VERSION
     return TrainGraph(model, stats, masks, classes)
+
+
+def emit_logits(e: emit.Emitter, table: dict[str, emit.Emit]) -> str:
+    """Emit the net's nodes through `table` (a training form's emitters); a trailing softmax
+    is left out, since the loss takes logits. Returns the logits' tensor."""
+    net = e.net
+    for i, node in enumerate(net.nodes):
+        e.layer, e.index = node, i
+        xs = [e.tensors[j] for j in node.inputs]
+        if node.op == "input":
+            e.tensors.append("input")
+        elif node.op == "softmax" and i == net.output:
+            e.tensors.append(xs[0])
+        else:
+            e.tensors.append(table[node.op](e, node, xs))
+    return e.tensors[net.output]
 
 
 def _stats(node: Node) -> BatchStats:

@@ -95,17 +95,7 @@ def to_training_step(
     params = dict(params) if params is not None else wt.initialise(net, "auto", 0)
     frozen_set, fixed_stats = set(frozen), set(frozen_stats)
     e = emit.Emitter(net, dict(params), "train")
-    table = {**emit.EMITTERS, "bn": _bn, "dropout": lowered.dropout}
-    for i, node in enumerate(net.nodes):
-        e.layer, e.index = node, i
-        xs = [e.tensors[j] for j in node.inputs]
-        if node.op == "input":
-            e.tensors.append("input")
-        elif node.op == "softmax" and i == net.output:
-            e.tensors.append(xs[0])  # folded into the loss
-        else:
-            e.tensors.append(table[node.op](e, node, xs))
-    logits = e.tensors[net.output]
+    logits = lowered.emit_logits(e, {**emit.EMITTERS, "bn": _bn, "dropout": lowered.dropout})
     stats = tuple(lowered._stats(n) for n in net.nodes if n.op == "bn")
     masks = tuple(
         lowered.Mask(n.name, f"{n.name}.mask", n.shape, float(n.attrs["p"]))
