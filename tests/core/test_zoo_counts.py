@@ -139,7 +139,9 @@ def test_zoo_file_opens_with_a_reference(path: Any) -> None:
 
 
 def test_every_zoo_net_has_an_oracle() -> None:
-    checked = {row[0] for row in PUBLISHED} | set(TORCH)
+    from tests.core.test_zoo_graphs import GRAPHS
+
+    checked = {row[0] for row in PUBLISHED} | set(TORCH) | set(GRAPHS)
     assert sorted(e.name for e in entries() if e.name not in checked) == []
 
 
