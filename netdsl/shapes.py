@@ -11,7 +11,7 @@ branches are still reported. Backends take a `ShapedNet` and nothing else.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -186,8 +186,9 @@ def infer_shapes(graph: Graph) -> ShapedNet:
 
 
 class _Pass:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, layers: Sequence[Layer] | None = None) -> None:
         self.graph = graph
+        self.layers = graph.layers if layers is None else layers  # a live list while expanding
         self.nodes: list[Node] = []
         self.index: dict[int, int | None] = {}  # graph layer -> node, None where it failed
         self.diagnostics = Diagnostics()
@@ -195,26 +196,18 @@ class _Pass:
         self.merged = False
         self.wider = False
         consumers: dict[int, list[int]] = {}
-        for i, layer in enumerate(graph.layers):
+        for i, layer in enumerate(self.layers):
             for j in layer.inputs:
                 consumers.setdefault(j, []).append(i)
         self.feeds_bn = {
             i
             for i, users in consumers.items()
-            if len(users) == 1 and graph.layers[users[0]].op == "bn"
+            if len(users) == 1 and self.layers[users[0]].op == "bn"
         }
 
     def run(self) -> ShapedNet:
         g = self.graph
-        first = g.layers[0]
-        axes = max(len(g.input_shape) - 1, 0)
-        field = Field((geometry.POINT,) * axes, (1,) * axes)
-        self.nodes.append(
-            Node(first.name, "input", {}, (), g.input_shape, (), 0, field, first.span)
-        )
-        self.index[0] = 0
-        for i, layer in enumerate(g.layers[1:], start=1):
-            self.index[i] = self.shape(i, layer)
+        self.upto(len(self.layers) - 1)
         self.diagnostics.raise_if_any()
         out = self.index[g.output]
         assert out is not None
@@ -234,9 +227,14 @@ class _Pass:
             tuple((name, j) for name, j in outputs if j is not None),
         )
 
+    def upto(self, last: int) -> None:
+        """Shape every layer up to `last` not shaped yet (in order: the graph is topological)."""
+        for i in range(len(self.index), last + 1):
+            self.index[i] = self.shape(i, self.layers[i])
+
     def shape(self, i: int, layer: Layer) -> int | None:
-        if layer.op == "input":  # another input of a net with several
-            shape = self.graph.input_shapes[i]
+        if layer.op == "input":  # an input (the first, or another of a net with several)
+            shape = self.graph.input_shape if i == 0 else layer.attrs["shape"]
             axes = max(len(shape) - 1, 0)
             field = Field((geometry.POINT,) * axes, (1,) * axes)
             self.nodes.append(Node(layer.name, "input", {}, (), shape, (), 0, field, layer.span))
@@ -418,7 +416,7 @@ class _Pass:
             return []
         frame = frames[-1]
         sizes: dict[int, str] = {}
-        for other in self.graph.layers[: position + 1]:
+        for other in self.layers[: position + 1]:
             mine = next((f for f in other.trace if f.key == frame.key), None)
             if mine is None or mine.index in sizes:
                 continue
