@@ -23,7 +23,10 @@ HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "torchinfo"))
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch and torchinfo are not installed")
 
 # zoo net -> "module:function" in bench/ returning (model, (input shape, ...))
-GRAPHS: dict[str, str] = {}
+GRAPHS: dict[str, str] = {
+    "wavenet": "bench.peers_wavenet:wavenet",
+    "bn_inception": "bench.peers_inception:bn_inception",
+}
 
 
 def torch_counts(

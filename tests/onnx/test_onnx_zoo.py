@@ -25,6 +25,8 @@ from netdsl.zoo import entries
 from tests.onnx.test_onnx_emit import LRN, all_outputs
 
 INPUT = re.compile(r"^(\s*input\s+\d+)x(\d+)x(\d+)", re.MULTILINE)
+# a signal, `input 256x16000` or `input audio: 256x16000`: its length is reduced alike
+SIGNAL = re.compile(r"^(\s*input\s+(?:\w+\s*:\s*)?\d+)x(\d+)(?![x\d])", re.MULTILINE)
 SIZES = (16, 32, 64, 96, 128, 192, 256, 384)
 REFERENCE_BUDGET = 2e9  # multiply-adds per image the reference evaluator gets through quickly
 
@@ -44,6 +46,7 @@ def reduced(name: str) -> netdsl.ShapedNet:
     text = entry.path.read_text("utf-8")
     for size in SIZES:
         small = INPUT.sub(lambda m, s=size: f"{m[1]}x{min(s, int(m[2]))}x{min(s, int(m[3]))}", text)
+        small = SIGNAL.sub(lambda m, s=size: f"{m[1]}x{min(s, int(m[2]))}", small)
         try:
             return netdsl.parse(small, str(entry.path), name=name)
         except netdsl.NetError:

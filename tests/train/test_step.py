@@ -79,6 +79,7 @@ ZOO = {
     "se_resnet50": 32,
     "se_resnet50_v15": 32,
     "googlenet": 32,
+    "bn_inception": 32,
     "densenet121": 32,
     "xception": 71,
     "deepface": 72,
@@ -105,6 +106,8 @@ SKIPPED = {
     "fcn32s": "not a classifier",
     # 3-D convolutions: the gradient rules are 2-D for now; the step refuses them by name
     "c3d": "3-D",
+    # 1-D convolutions (WaveNet's): the gradient rules are not written for signals yet
+    "wavenet": "1-D",
 }
 BATCH = 4
 
