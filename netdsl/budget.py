@@ -88,6 +88,8 @@ class Estimator:
                 return total
             case ast.Dense(body) | ast.Scale(body):
                 return _LAYER + self.least(body)
+            case ast.Check():
+                return _STEP
             case ast.Bundle(arms):  # the merge after it is a call of its own
                 total = _STEP
                 for arm in arms:

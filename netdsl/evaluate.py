@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from netdsl import ops
@@ -17,6 +17,15 @@ from netdsl import syntax as ast
 from netdsl.source import NetError, Span
 
 Env = Mapping[str, Any]
+INCOMING = "in"  # the key of a definition's Incoming in its env: a keyword, never a parameter
+
+
+class Incoming:
+    """What flows into a definition's use, read by `in.c`: `read(axis, span)` gives the size
+    of one axis of its shape (worked out by the caller, which knows the graph so far)."""
+
+    def __init__(self, read: Callable[[str, Span], int]) -> None:
+        self.read = read
 
 
 def did_you_mean(name: str, candidates: list[str]) -> list[str]:
@@ -47,7 +56,17 @@ def evaluate(expr: ast.Expr, env: Env) -> Any:
                 return name == "true"
             if name in ("same", "valid"):
                 return ops.Symbol(name)
-            raise NetError(f"unknown name '{name}'", expr.span, did_you_mean(name, list(env)))
+            known = [k for k in env if k != INCOMING]
+            raise NetError(f"unknown name '{name}'", expr.span, did_you_mean(name, known))
+        case ast.Incoming(axis):
+            incoming = env.get(INCOMING)
+            if not isinstance(incoming, Incoming):
+                raise NetError(
+                    f"in.{axis} is read inside a definition: `in` is what flows into its use",
+                    expr.span,
+                    ["for example: def transition = bn -> relu -> conv1x1(in.c/2) -> avgpool2"],
+                )
+            return incoming.read(axis, expr.span)
         case ast.Neg(operand):
             value = evaluate(operand, env)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

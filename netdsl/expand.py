@@ -13,26 +13,34 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from netdsl import graph_statements, ops
 from netdsl import syntax as ast
 from netdsl.arguments import bind, default_table
 from netdsl.budget import MAX_DEPTH, MAX_LAYERS, MAX_STEPS, Cost, Estimator
-from netdsl.evaluate import Env, did_you_mean, evaluate
+from netdsl.evaluate import INCOMING, Env, Incoming, did_you_mean, evaluate
 from netdsl.expand_graph import FAILED, NOTHING, GraphCalls
-from netdsl.graph import Frame, Graph, Layer
-from netdsl.rules import LOWERINGS
+from netdsl.graph import Check, Frame, Graph, Layer, trace_notes
+from netdsl.rules import LOWERINGS, dims
+from netdsl.shapes import ShapeProbe
 from netdsl.source import Diagnostics, NetError, Span
 
 MAX_DIM = 2**31 - 1
-MAX_TRACE = 8  # trace notes shown for one error; a deeper path is cut in the middle
 CHEAP_PASS = 1_000  # steps of a repetition's body small enough to run once before checking
 
 
 class OverBudget(NetError):
     """The net asks for more work than the budget allows: raised at once, never collected."""
+
+
+class _Unread(Exception):
+    """`in.c` of a tensor whose shape failed: the use fails quietly (the shape error that
+    caused it is reported instead)."""
+
+
+# The sizes `in.X` names, by the rank of what flows in (channels first, as in an input line).
+AXES = {1: "c", 2: "cl", 3: "chw", 4: "cdhw"}
 
 
 # ---- the expander ----------------------------------------------------------------------------
@@ -81,6 +89,9 @@ class _Expander(GraphCalls):
         self.uses: Counter[str] = Counter()  # uses of each block so far
         self.outputs: list[tuple[str, int]] = []
         self.sharing: list[tuple[str, str]] = []  # (this use's prefix, the first use's prefix)
+        self.checks: list[Check] = []  # `-> 64x56x56`: shapes the text states
+        self.probe: ShapeProbe | None = None  # shapes so far, made when `in.c` is first read
+        self.net: tuple[str, Span] | None = None  # the net's name and span, for the probe
 
     def emit(
         self,
@@ -182,7 +193,36 @@ class _Expander(GraphCalls):
             case ast.Scale(body):
                 gate = self.chain(body, x, env, scope, trace)
                 return self.emit(scope.name("scale"), "mul", {}, (x, gate), node.span, trace)
+            case ast.Check(size):
+                if x >= 0:
+                    try:
+                        self.checks.append(Check(x, size_of(size, env), node.span, trace))
+                    except NetError as error:
+                        self.diagnostics.extend(error)
+                return x
         raise AssertionError(node)
+
+    def incoming(self, x: int, axis: str, span: Span) -> int:
+        """`in.c` inside a definition used on layer `x`: the size of one axis of its output,
+        shaped now (each layer once, however many reads)."""
+        if self.probe is None:
+            assert self.net is not None
+            name, where = self.net
+            first = self.layers[0].attrs["shape"]
+            self.probe = ShapeProbe(Graph(name, first, (), 0, (), where), self.layers)
+        shape = self.probe.shape(x)
+        if shape is None:
+            self.diagnostics.items.extend(self.probe.new_errors())
+            raise _Unread
+        axes = AXES[len(shape)]
+        if axis not in axes:
+            have = ", ".join(f"in.{a}" for a in axes)
+            form = "x".join(axes.upper())
+            raise NetError(
+                f"in.{axis}: what flows in is {dims(shape)} ({form}), which has {have}",
+                span,
+            )
+        return shape[axes.index(axis)]
 
     def count(self, node: ast.Repeat, env: Env) -> int:
         value = evaluate(node.count, env)
@@ -327,6 +367,8 @@ class _Expander(GraphCalls):
             return self.call_op(node, x, env, scope, trace)
         except OverBudget:
             raise
+        except _Unread:
+            return FAILED
         except NetError as error:
             notes = [*error.diagnostics[0].notes, *trace_notes(trace)]
             self.diagnostics.error(error.message, error.span, notes)
@@ -378,7 +420,7 @@ class _Expander(GraphCalls):
             if name in given:
                 raise NetError(f"parameter '{name}' given twice", arg.span)
             given[name] = evaluate(arg.value, env)
-        local: dict[str, Any] = {}
+        local: dict[str, Any] = {INCOMING: Incoming(lambda axis, at: self.incoming(x, axis, at))}
         for p in definition.params:
             if p.name in given:
                 local[p.name] = given[p.name]
@@ -405,7 +447,7 @@ class _Expander(GraphCalls):
                     *trace_notes(trace),
                 ],
             )
-        shown = ", ".join(ops.show(v) for v in local.values())
+        shown = ", ".join(ops.show(local[p.name]) for p in definition.params)
         frame = Frame(f"in {definition.name}({shown}), used", node.span)
         self.calls.append(definition.name)
         try:
@@ -449,16 +491,6 @@ class _Expander(GraphCalls):
         return self.emit(name, op.name, attrs, (x,), node.span, trace)
 
 
-def trace_notes(trace: tuple[Frame, ...], skip: Frame | None = None) -> list[str]:
-    """Innermost first: where a layer was reached from, for error notes (`skip` is a frame
-    another note already describes); a path deeper than MAX_TRACE is cut in the middle."""
-    notes = [f"{f.text} at {f.span.where}" for f in reversed(trace) if f is not skip]
-    if len(notes) > MAX_TRACE:
-        head = MAX_TRACE - 2
-        notes = [*notes[:head], f"… {len(notes) - head - 1:,} more", notes[-1]]
-    return notes
-
-
 def expand_net(
     net: ast.Net,
     defs: Mapping[str, ast.Def],
@@ -485,48 +517,73 @@ def expand_net(
             did_you_mean(name, known),
         )
     defaults = default_table(net.body.defaults, env, diagnostics)
-    inputs = net.body.inputs
+    diagnostics.raise_if_any()
+    inputs = [(given, _input_size(given, env, diagnostics)) for given in net.body.inputs]
     if input_shape is not None:  # another input size: the line's sizes replaced, rank kept
-        dims = inputs[0].dims
+        first, dims = inputs[0]
         if len(inputs) > 1:
             diagnostics.error(
                 "another input shape can be given only to a net with one input "
                 f"({net.name or 'the net'} has {len(inputs)})",
-                inputs[0].span,
+                first.span,
             )
-        elif len(input_shape) != len(dims):
+        elif dims and len(input_shape) != len(dims):
             given = "x".join(map(str, input_shape))
             diagnostics.error(
                 f"input shape {given} has {len(input_shape)} dimension(s); "
                 f"{net.name or 'the net'}'s input line has {len(dims)}",
-                inputs[0].span,
+                first.span,
             )
         else:
-            inputs = (replace(inputs[0], dims=tuple(input_shape)),)
-    for given_input in inputs:
-        _check_input(given_input, diagnostics)
+            inputs = [(first, _input_size_ok(tuple(input_shape), first.span, diagnostics))]
     diagnostics.raise_if_any()
     expander = _Expander(defs, defaults, diagnostics)
     expander.env = env
-    graph_statements.run(expander, net, inputs, env, defs)
+    expander.net = (net.name or "net", net.span)
+    graph_statements.run(expander, net, tuple(inputs), env, defs)
     diagnostics.raise_if_any()
     used = tuple(f"{k} ({n} layer{'s' if n > 1 else ''})" for k, n in expander.implicit.items())
     return Graph(
         net.name or "net",
-        inputs[0].dims,
+        inputs[0][1],
         tuple(expander.layers),
         expander.outputs[0][1],
         used,
         net.span,
-        tuple(expander.tensors[i.name] if i.name else 0 for i in inputs),
+        tuple(expander.tensors[given.name] if given.name else 0 for given, _ in inputs),
         tuple(expander.outputs),
+        tuple(expander.checks),
     )
 
 
-def _check_input(given: ast.Input, diagnostics: Diagnostics) -> None:
-    dims, span = given.dims, given.span
+def size_of(size: ast.Size, env: Env, what: str = "size") -> tuple[int, ...]:
+    """The sizes a `Size` names (`(2*L)x224x224`), each a whole number from 1 to MAX_DIM."""
+    if size.problem:
+        raise NetError(size.problem, size.span)
+    out = []
+    for expr in size.dims:
+        value = evaluate(expr, env)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise NetError(f"a size must be a whole number, got {ops.show(value)}", expr.span)
+        if not 1 <= value <= MAX_DIM:
+            raise NetError(f"{what} {value} is out of range (1 to {MAX_DIM:,})", expr.span)
+        out.append(value)
+    return tuple(out)
+
+
+def _input_size(given: ast.Input, env: Env, diagnostics: Diagnostics) -> tuple[int, ...]:
+    try:
+        dims = size_of(given.size, env, "input dimension")
+    except NetError as error:
+        diagnostics.extend(error)
+        return ()
+    return _input_size_ok(dims, given.span, diagnostics)
+
+
+def _input_size_ok(dims: tuple[int, ...], span: Span, diagnostics: Diagnostics) -> tuple[int, ...]:
     if len(dims) not in (1, 2, 3, 4):
         diagnostics.error(f"input takes C, CxL, CxHxW or CxDxHxW, got {len(dims)} dimensions", span)
     for d in dims:
         if not 1 <= d <= MAX_DIM:
             diagnostics.error(f"input dimension {d} is out of range (1 to {MAX_DIM:,})", span)
+    return dims

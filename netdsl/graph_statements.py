@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 def run(
     expander: _Expander,
     net: ast.Net,
-    inputs: tuple[ast.Input, ...],
+    inputs: tuple[tuple[ast.Input, tuple[int, ...]], ...],
     env: Env,
     defs: Mapping[str, ast.Def],
 ) -> None:
@@ -39,8 +39,8 @@ def run(
     from netdsl.expand import _Scope
     from netdsl.expand_graph import NOTHING
 
-    for given in inputs:
-        attrs = {"shape": given.dims}
+    for given, dims in inputs:
+        attrs = {"shape": dims}
         index = expander.emit(given.name or "input", "input", attrs, (), given.span, ())
         if given.name is not None:
             _bind(expander, given.name, given.name_span or given.span, defs, index)

@@ -16,6 +16,7 @@ import contextvars
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -33,6 +34,7 @@ MAX_TOKENS = 20_000  # tokens per load, all imported files together (the zoo's l
 _OPEN = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSE = set(_OPEN.values())
 _OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "SUM"})
+_GLUE = re.compile(r"(x\d*)+")  # what follows `)` in a size: `x56x56`, `x`
 _RESETS = frozenset({"COMMA", "_NL", "_ARROW", "VBAR", "EQUAL", "COLON", "FOR", "IN"})
 
 
@@ -262,16 +264,46 @@ class _ToIR(Transformer[Token, Any]):
         return ast.Default(str(items[0]), str(items[1]), items[2], self._s(meta))
 
     def input_stmt(self, meta: Any, items: list[Any]) -> tuple[ast.Input, ...]:
-        if isinstance(items[0], Token):
-            dims = tuple(int(d) for d in str(items[0]).split("x"))
-            return (ast.Input(dims, token_span(self.source, items[0])),)
+        if isinstance(items[0], ast.Size):
+            return (ast.Input(items[0], items[0].span),)
         return tuple(items)
 
-    def named_input(self, meta: Any, items: list[Token]) -> ast.Input:
+    def named_input(self, meta: Any, items: list[Any]) -> ast.Input:
         name, size = items
-        dims = tuple(int(d) for d in str(size).split("x"))
-        where = token_span(self.source, size)
-        return ast.Input(dims, where, str(name), token_span(self.source, name))
+        return ast.Input(size, size.span, str(name), token_span(self.source, name))
+
+    def size(self, meta: Any, items: list[Any]) -> ast.Size:
+        """Sizes lex in pieces: `64x56x56` is one token, `(c)x56x56` a parenthesised expression
+        and the name `x56x56`. The pieces are split at each `x` and must alternate."""
+        pieces: list[ast.Expr | None] = []  # None: an `x` between two sizes
+        problem = ""
+        for item in items:
+            if not isinstance(item, Token):
+                pieces.append(item)
+                continue
+            where = token_span(self.source, item)
+            text = str(item)
+            if item.type == "NAME" and not _GLUE.fullmatch(text):
+                problem = problem or (
+                    f"'{text}' in a size: write a parameter in parentheses, as in (c)x56x56"
+                )
+                continue
+            for k, part in enumerate(text.split("x")):
+                if k:
+                    pieces.append(None)
+                if part:
+                    pieces.append(ast.Int(int(part), where))
+        dims = tuple(p for p in pieces if p is not None)
+        alternates = all((p is None) == (k % 2 == 1) for k, p in enumerate(pieces))
+        if not problem and not (alternates and len(pieces) % 2 == 1):
+            problem = "a size is numbers or (expressions) joined by x, as in (2*L)x224x224"
+        return ast.Size(dims, self._s(meta), problem)
+
+    def check(self, meta: Any, items: list[Any]) -> ast.Check:
+        return ast.Check(items[0], self._s(meta))
+
+    def incoming(self, meta: Any, items: list[Token]) -> ast.Incoming:
+        return ast.Incoming(str(items[0]), self._s(meta))
 
     def assign(self, meta: Any, items: list[Any]) -> ast.Assign:
         name, chain = items

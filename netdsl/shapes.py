@@ -17,9 +17,8 @@ from fractions import Fraction
 from typing import Any
 
 from netdsl import geometry
-from netdsl.expand import trace_notes
 from netdsl.geometry import Num, Reach
-from netdsl.graph import Frame, Graph, Layer
+from netdsl.graph import Check, Frame, Graph, Layer, trace_notes
 from netdsl.ops import Each
 from netdsl.rules import RULES, Ctx, Out, Shape, ShapeError, Weight, Window, dims, projection
 from netdsl.rules_shape import crop_to, upsample_to
@@ -208,6 +207,8 @@ class _Pass:
     def run(self) -> ShapedNet:
         g = self.graph
         self.upto(len(self.layers) - 1)
+        for check in g.checks:
+            self.verify(check)
         self.diagnostics.raise_if_any()
         out = self.index[g.output]
         assert out is not None
@@ -286,6 +287,29 @@ class _Pass:
             )
         shared = self.share(layer, out) if layer.shares else out
         return None if shared is None else self.append(layer, tuple(ins), shared)
+
+    def verify(self, check: Check) -> None:
+        """`-> 64x56x56`: the shape there, with or without its channels, is the one written."""
+        at = self.index.get(check.layer)
+        if at is None:
+            return  # the layer failed; its error is reported
+        node = self.nodes[at]
+        have, want = node.shape, check.dims
+        spatial = len(want) == len(have) - 1 > 0
+        if want == (have[1:] if spatial else have):
+            return
+        what = "sizes" if spatial else "shape"
+        notes = [f"{node.name} makes {dims(have)}"]
+        if node.inputs:
+            notes[0] += f" from {dims(self.nodes[node.inputs[0]].shape)} at {node.span.where}"
+        if len(want) not in (len(have), len(have) - 1):
+            notes.append(f"a shape check gives every axis ({dims(have)}) or all but the channels")
+        self.diagnostics.error(
+            f"shape check: the {what} here {'are' if spatial else 'is'} "
+            f"{dims(have[1:] if spatial else have)}, the text says {dims(want)}",
+            check.span,
+            [*notes, *trace_notes(check.trace)],
+        )
 
     def sized_by(self, layer: Layer, ins: list[int]) -> tuple[dict[str, Any], list[int]]:
         have, target = (self.nodes[j].shape for j in ins)
@@ -499,3 +523,25 @@ def check_all(graphs: list[Graph]) -> list[ShapedNet]:
             diagnostics.extend(error)
     diagnostics.raise_if_any()
     return shaped
+
+
+class ShapeProbe:
+    """Shapes of a graph while it is still being expanded, for a definition that reads what
+    flows into it (`in.c`, expand.py): each layer is shaped once, when a read first needs it.
+    Its shape errors are kept, for the expander to report where a read fails because of one."""
+
+    def __init__(self, graph: Graph, layers: Sequence[Layer]) -> None:
+        self.shapes = _Pass(graph, layers)
+        self.reported = 0
+
+    def shape(self, layer: int) -> Shape | None:
+        """The output shape of `layer`, or None where it (or what feeds it) failed."""
+        self.shapes.upto(layer)
+        at = self.shapes.index[layer]
+        return None if at is None else self.shapes.nodes[at].shape
+
+    def new_errors(self) -> list[Diagnostic]:
+        """The errors found since the last call."""
+        items = self.shapes.diagnostics.items
+        new, self.reported = items[self.reported :], len(items)
+        return new

@@ -64,7 +64,26 @@ class List:
     span: Span
 
 
-Expr = Int | Float | String | Var | BinOp | Neg | Tuple | List
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """`in.c`: a size of what flows into the definition being used (c, l, d, h, w)."""
+
+    axis: str
+    span: Span
+
+
+Expr = Int | Float | String | Var | Incoming | BinOp | Neg | Tuple | List
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """`3x224x224`, `(2*L)x224x224`: one expression per axis, channels first. `problem` says
+    what is wrong with a size the grammar accepts but that does not read as one (`3x(c)(d)`)."""
+
+    dims: tuple[Expr, ...]
+    span: Span
+    problem: str = ""
+
 
 # ---- chains --------------------------------------------------------------------------------
 
@@ -150,7 +169,16 @@ class Scale:
     span: Span
 
 
-Chain = Call | Seq | Group | Bundle | Repeat | Comprehension | Res | Branch | Dense | Scale
+@dataclass(frozen=True, slots=True)
+class Check:
+    """`-> 64x56x56` in a chain: the shape that must flow there, as a paper's table states it
+    (with or without the channels); checked by the compiler, passed through unchanged."""
+
+    size: Size
+    span: Span
+
+
+Chain = Call | Seq | Group | Bundle | Repeat | Comprehension | Res | Branch | Dense | Scale | Check
 
 # ---- statements ----------------------------------------------------------------------------
 
@@ -172,7 +200,7 @@ class Default:
 
 @dataclass(frozen=True, slots=True)
 class Input:
-    dims: tuple[int, ...]
+    size: Size
     span: Span
     name: str | None = None  # `input a: 1x105x105`; None for the one unnamed input
     name_span: Span | None = None

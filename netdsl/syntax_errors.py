@@ -26,6 +26,7 @@ _TOKEN_NAMES = {
     "INT": "an integer",
     "FLOAT": "a number",
     "DIMS": "dimensions like 3x224x224",
+    "CHECK": "a shape like 64x56x56",
     "STRING": 'a quoted path like "blocks.net"',
     "_NL": "end of line",
     "$END": "end of file",
@@ -51,6 +52,8 @@ _TOKEN_NAMES = {
 
 
 def _describe(types: set[str]) -> str:
+    if {"DIMS", "LSQB"} <= types:  # where a chain goes on: a size there is a shape check
+        types = (types - {"DIMS", "INT", "LPAR"}) | {"CHECK"}
     names = sorted({_TOKEN_NAMES.get(t, f"'{t.lower()}'" if t.isalpha() else t) for t in types})
     return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
 
