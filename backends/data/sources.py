@@ -5,7 +5,8 @@ The first step of training, beside the compiler rather than after it: `load(spec
 (IDX files, gzipped or not, and a downloader that checks sha256 sums: `mnist.py`), `cifar10:DIR`
 (the python pickle batches, read without running pickled code: `cifar.py`), `folder:DIR` (one
 sub-folder of images per class, or train/ and test/ trees of them: `images.py`) and `npz:FILE`
-(x_train, y_train, x_test, y_test, read header-first: `npy.py`). Sizes are checked against
+(x_train, y_train, x_test, y_test, read header-first: `npy.py`; for a net of several inputs
+`<input>_train`, `<input>_test` per input instead of x: `npz_inputs`). Sizes are checked against
 `limits.py` before arrays are allocated. `fit(data, net)` then checks the arrays against the
 net's input and classes, resizing or padding only where asked; `fingerprint` names the data a
 checkpoint was trained on. Every problem with the data is one `NetError`, raised before training
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +47,21 @@ class Dataset:
     notes: tuple[str, ...] = ()
     resizable: bool = False  # the digits: always brought to the net's size
     classes: tuple[str, ...] = ()  # class names by id, where the data has them
+    # a net of several inputs: their names (x_train, x_test hold the first's samples) and the
+    # other inputs' (train, test) arrays by name
+    names: tuple[str, ...] = ()
+    more: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     def describe(self) -> str:
-        size = "x".join(map(str, self.shape))
+        shapes = [self.x_train.shape[1:], *(train.shape[1:] for train, _ in self.more.values())]
+        sizes = ["x".join(map(str, s)) for s in shapes]
+        if self.names:  # several inputs, each by name
+            sizes = [f"{n} {z}" for n, z in zip(self.names, sizes, strict=True)]
+        size = ", ".join(sizes)
         return f"{self.name}: {len(self.x_train):,} train / {len(self.x_test):,} test, {size}"
 
 
@@ -61,9 +71,12 @@ def load(
     download: bool = False,
     mirror: str | None = None,
     size: tuple[int, int] | None = None,
+    inputs: Mapping[str, tuple[int, ...]] | None = None,
 ) -> Dataset:
     """Read the dataset a spec names (see the module's docstring). A folder dataset of images
-    of mixed sizes is resized on load, to `size` (H, W) if given, else to its commonest size."""
+    of mixed sizes is resized on load, to `size` (H, W) if given, else to its commonest size.
+    `inputs` (name -> sample shape) is given for a net of several inputs: only an npz file
+    holds their arrays (`npz_inputs`)."""
     kind, _, where = spec.partition(":")
     if kind not in KINDS or (kind == "digits") != (not where):
         raise NetError(
@@ -71,6 +84,18 @@ def load(
             None,
             ["use digits, mnist:DIR, cifar10:DIR, folder:DIR or npz:FILE"],
         )
+    if inputs is not None and len(inputs) > 1:
+        if kind != "npz":
+            raise NetError(
+                f"a net of several inputs ({', '.join(inputs)}) trains on an npz dataset, "
+                f"not {kind}",
+                None,
+                [f"an npz of {', '.join(input_keys(tuple(inputs)))}"],
+            )
+        path = Path(where).expanduser()
+        if not path.exists():
+            raise NetError(f"{spec}: '{path}' does not exist")
+        return npz_inputs(path, inputs)
     if kind == "digits":
         return replace(digits(), classes=DIGITS)
     path = Path(where).expanduser()
@@ -104,6 +129,8 @@ def fit(
                 f"only {classes} classes",
                 classes=int(y.max()) + 1,
             )
+    if data.names:  # several inputs: their shapes were checked against the net's on load
+        return data
     c, h, w = data.shape
     want = tuple(input_shape)
     if len(want) != 3:
@@ -260,6 +287,76 @@ def npz(path: Path) -> Dataset:
     return checked(f"npz:{path}", a["x_train"], a["y_train"], a["x_test"], a["y_test"])
 
 
+def input_keys(names: tuple[str, ...]) -> list[str]:
+    """The members of an npz dataset for a net with the inputs `names`."""
+    return [f"{n}_{split}" for split in ("train", "test") for n in (*names, "y")]
+
+
+def npz_inputs(path: Path, inputs: Mapping[str, tuple[int, ...]]) -> Dataset:
+    """The dataset of a net of several inputs: `<input>_train` and `<input>_test` for each
+    input (N × the input's shape, uint8 scaled to [0, 1] or floats used as they are), and
+    `y_train`, `y_test`; each member's header is checked against the net before reading."""
+    names = tuple(inputs)
+    keys = input_keys(names)
+    if "y" in names:
+        raise NetError(
+            f"an input named 'y' cannot be told from the labels y_train, y_test of '{path}'",
+            None,
+            ["rename the input"],
+        )
+    if not path.is_file():
+        raise NetError(f"npz:{path}: '{path}' is not a file")
+    declared = npy.members(path)
+    missing = [k for k in keys if k not in declared]
+    if missing:
+        raise NetError(
+            f"'{path}' lacks {', '.join(missing)} (it has {', '.join(declared) or 'nothing'})",
+            None,
+            [f"for a net with the inputs {', '.join(names)}, an npz holds {', '.join(keys)}"],
+        )
+    for split in ("train", "test"):
+        for name, want in inputs.items():
+            key, m = f"{name}_{split}", declared[f"{name}_{split}"]
+            if m.dtype != np.uint8 and m.dtype.kind != "f":
+                raise NetError(f"'{path}': {key} holds {m.dtype}; use uint8 (0-255) or floats")
+            if not m.shape or m.shape[1:] != tuple(want):
+                have = "x".join(map(str, m.shape))
+                raise NetError(
+                    f"'{path}': {key} is {have or 'a scalar'}, but input {name} takes N x "
+                    f"{'x'.join(map(str, want))}"
+                )
+            y = declared[f"y_{split}"]
+            if y.shape != m.shape[:1]:
+                raise NetError(
+                    f"'{path}': {key} holds {m.shape[0]} samples but y_{split} is "
+                    f"{'x'.join(map(str, y.shape)) or 'a scalar'}; need one label per sample"
+                )
+    floats = sum(4 * math.prod(declared[k].shape) for k in keys if not k.startswith("y_"))
+    limits.check(f"the dataset npz:{path} as float32", floats, limits.MAX_DATASET_BYTES)
+    a = npy.load(path, keys)
+    for key in keys:
+        x = a[key]
+        if key.startswith("y_"):
+            if not np.issubdtype(x.dtype, np.integer):
+                raise NetError(f"'{path}': {key} holds {x.dtype} values, not integer class ids")
+            if len(x) and x.min() < 0:
+                raise NetError(f"'{path}': {key} has a negative label ({int(x.min())})")
+            if not len(x):
+                raise NetError(f"'{path}': the {key[2:]} split is empty")
+        elif np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise NetError(f"'{path}': {key} holds NaN or infinite values")
+    first, *others = names
+    return Dataset(
+        f"npz:{path}",
+        _floats(a[f"{first}_train"]),
+        a["y_train"].astype(np.int64),
+        _floats(a[f"{first}_test"]),
+        a["y_test"].astype(np.int64),
+        names=names,
+        more={n: (_floats(a[f"{n}_train"]), _floats(a[f"{n}_test"])) for n in others},
+    )
+
+
 def folder(path: Path, size: tuple[int, int] | None = None) -> Dataset:
     """DIR/<class>/<image> (split 80/20, fixed), or DIR/train/<class>/... and DIR/test/<class>/...
     Classes are the sub-folders in sorted order, ids from 0; images follow `images.py`'s rule."""
@@ -287,10 +384,11 @@ def fingerprint(data: Dataset) -> dict[str, Any]:
     """What names a dataset in a checkpoint: its name, sizes, and a sha256 of every label and
     of SAMPLE evenly spaced images of each split (cheap, and any real change shows)."""
     digest = hashlib.sha256()
-    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+    for k, (x, y) in enumerate(((data.x_train, data.y_train), (data.x_test, data.y_test))):
         picks = np.unique(np.linspace(0, len(x) - 1, num=min(SAMPLE, len(x))).astype(np.int64))
         digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
-        digest.update(np.ascontiguousarray(x[picks], dtype=np.float32).tobytes())
+        for array in (x, *(pair[k] for pair in data.more.values())):  # every input's
+            digest.update(np.ascontiguousarray(array[picks], dtype=np.float32).tobytes())
     return {
         "name": data.name,
         "train": len(data.x_train),

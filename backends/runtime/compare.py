@@ -2,9 +2,11 @@
 
 A consumer at the end of the pipeline, used by `netdsl compare A B`: each side is an ONNX model
 (run by onnxruntime on a provider), a TensorRT engine (`trt.run_engine`), or a net compiled for
-inference. Both get the same seeded random input, uniform in [0, 1) like a scaled image, shaped
-as the first side's input with the batch asked for. Both sides must take one float input of the
-same shape; that is checked, and the input's bytes against free memory, before anything runs.
+inference. Both get the same inputs: arrays given by input name, and seeded random ones, uniform
+in [0, 1) like a scaled image, shaped as the first side's inputs with the batch asked for. Both
+sides must take the same float inputs (one each of one shape, or the same names and shapes);
+that is checked, and each random input's bytes against free memory, before anything runs. Every
+output is compared, by position.
 
 A trailing softmax hides differences: with random weights its output is nearly one-hot, and
 two models that disagree by 1e-2 in their logits agree to 1e-26 after it. So where both ONNX
@@ -17,7 +19,7 @@ tolerance the default of the sides' precision applies (`default_tolerance`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -171,63 +173,158 @@ def _is_engine(side: Any) -> bool:
 
 
 def image_shape(side: Any, provider: str) -> tuple[int, ...]:
-    """The input shape of one side without the batch; fixed sizes only."""
+    """The input shape of a side of one input, without the batch; fixed sizes only."""
+    shapes = input_shapes(side, provider)
+    if len(shapes) != 1:
+        raise NetError(f"the model takes {len(shapes)} inputs ({', '.join(shapes)})")
+    return next(iter(shapes.values()))
+
+
+def input_shapes(side: Any, provider: str) -> dict[str, tuple[int, ...]]:
+    """Every input of one side by name, its shape without the batch; fixed sizes only."""
     if _is_engine(side):
         from netdsl.backends.tensorrt.engine import engine_input_shape
 
-        return engine_input_shape(side)
+        return {"input": engine_input_shape(side)}
     from netdsl.backends.runtime import ort
 
-    shape = ort.input_shape(ort.session(side, provider=provider))
-    rest = [d for d in shape[1:] if isinstance(d, int)]
-    if len(rest) != len(shape) - 1:
+    found = {}
+    for name, shape in ort.input_shapes(ort.session(side, provider=provider)).items():
+        rest = [d for d in shape[1:] if isinstance(d, int)]
+        if not shape or len(rest) != len(shape) - 1:
+            raise NetError(
+                f"compare needs models with a fixed input size besides the batch, got "
+                f"{'x'.join(map(str, shape)) or 'a scalar'} for {name}"
+            )
+        found[name] = tuple(rest)
+    return found
+
+
+def _listed(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    count = f"{len(shapes)} input{'s' if len(shapes) != 1 else ''}"
+    return f"{count} ({', '.join(f'{n} {_dims(s)}' for n, s in shapes.items())})"
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape)) or "a scalar"
+
+
+def feeds_for(
+    a: Any,
+    b: Any,
+    providers: Sequence[str],
+    batch: int,
+    seed: int = 0,
+    given: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """What both sides are fed, by the first side's input names: the `given` arrays (a batch
+    each, or one sample), seeded random ones of `batch` samples, uniform in [0, 1), for the
+    rest (input k from seed + k). Both sides must take the same inputs: one each of one shape
+    (their names may differ), or the same names and shapes."""
+    if batch < 1:
+        raise NetError(f"the batch must hold at least one image, not {batch}")
+    one, two = (input_shapes(side, p) for side, p in zip((a, b), providers, strict=True))
+    same = list(one.values()) == list(two.values()) and (len(one) == 1 or one == two)
+    if not same:
+        if len(one) == len(two) == 1:
+            raise NetError(
+                "the two artefacts take different inputs: "
+                f"{_dims(next(iter(one.values())))} and {_dims(next(iter(two.values())))}"
+            )
         raise NetError(
-            f"compare needs models with a fixed input size besides the batch, got "
-            f"{'x'.join(map(str, shape))}"
+            f"the two artefacts take different inputs: A takes {_listed(one)}, "
+            f"B takes {_listed(two)}"
         )
-    return tuple(rest)
+    given = dict(given or {})
+    unknown = [n for n in given if n not in one]
+    if unknown:
+        raise NetError(f"no input '{unknown[0]}' to feed: the models take {_listed(one)}")
+    feeds: dict[str, np.ndarray] = {}
+    for name, array in given.items():
+        x = np.asarray(array)
+        x = x[None] if x.ndim == len(one[name]) else x
+        if x.dtype.kind != "f" or tuple(x.shape[1:]) != one[name]:
+            raise NetError(
+                f"input {name}: expected float values of shape N x {_dims(one[name])}, "
+                f"got {x.dtype} {_dims(np.asarray(array).shape)}"
+            )
+        feeds[name] = np.ascontiguousarray(x, dtype=np.float32)
+    sizes = {len(x) for x in feeds.values()}
+    if len(sizes) > 1:
+        raise NetError(f"the given inputs hold different batches: {sorted(sizes)}")
+    n = sizes.pop() if sizes else batch
+    for k, (name, sample) in enumerate(one.items()):
+        if name not in feeds:
+            shape = (n, *sample)
+            memory.check_fits(shape, f"a random input of {_dims(shape)} floats")
+            feeds[name] = np.random.default_rng(seed + k).random(shape, dtype=np.float32)
+    return {name: feeds[name] for name in one}
 
 
 def compare(
-    a: Any, b: Any, providers: Sequence[str], batch: int, seed: int = 0
+    a: Any,
+    b: Any,
+    providers: Sequence[str],
+    batch: int,
+    seed: int = 0,
+    given: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[list[Difference], tuple[int, ...]]:
-    """Run both sides on one seeded random input of `batch` images; the differences of their
-    outputs and the input's shape."""
-    if batch < 1:
-        raise NetError(f"the batch must hold at least one image, not {batch}")
-    shapes = [image_shape(side, p) for side, p in zip((a, b), providers, strict=True)]
-    if shapes[0] != shapes[1]:
-        one, two = ("x".join(map(str, s)) for s in shapes)
-        raise NetError(f"the two artefacts take different inputs: {one} and {two}")
-    shape = (batch, *shapes[0])
-    memory.check_fits(shape, f"a random input of {'x'.join(map(str, shape))} floats")
-    x = np.random.default_rng(seed).random(shape, dtype=np.float32)
+    """Run both sides on the same inputs (`feeds_for`: `given` arrays by input name, seeded
+    random ones of `batch` samples for the others); the differences of all their outputs and
+    the first input's shape."""
+    found, shapes = compare_inputs(a, b, providers, batch, seed, given)
+    return found, next(iter(shapes.values()))
+
+
+def compare_inputs(
+    a: Any,
+    b: Any,
+    providers: Sequence[str],
+    batch: int,
+    seed: int = 0,
+    given: Mapping[str, np.ndarray] | None = None,
+) -> tuple[list[Difference], dict[str, tuple[int, ...]]]:
+    """`compare`, with the shape of every input fed, by name."""
+    feeds = feeds_for(a, b, providers, batch, seed, given)
     (a2, name_a), (b2, name_b) = with_logits(a), with_logits(b)
     if name_a is None or name_b is None:  # logits on one side only: outputs alone
         a2, b2, name_a = a, b, None
-    out_a, names = run_side(a2, providers[0], x)
-    out_b, names_b = run_side(b2, providers[1], x)
+    out_a, names = run_side(a2, providers[0], feeds)
+    out_b, names_b = run_side(b2, providers[1], feeds)
     if name_a is not None:  # the two logits may carry other names: pair them as the last output
         names = [*names[:-1], name_a]
         if names_b[-1] != name_b:
             raise NetError(f"the logits of the second side ({name_b}) did not come back")
-    return differences(out_a, out_b, names, () if name_a is None else (name_a,)), shape
+    found = differences(out_a, out_b, names, () if name_a is None else (name_a,))
+    return found, {name: tuple(x.shape) for name, x in feeds.items()}
 
 
-def run_side(side: Any, provider: str, x: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
-    """Outputs of one side on `x`: an engine path, or an ONNX model (path or ModelProto)."""
+def run_side(
+    side: Any, provider: str, x: np.ndarray | Mapping[str, np.ndarray]
+) -> tuple[list[np.ndarray], list[str]]:
+    """Outputs of one side on `x` (an array for a side of one input, or the arrays by input
+    name; a side of one input takes the only one whatever its name): an engine path, or an
+    ONNX model (path or ModelProto)."""
+    feeds = dict(x) if isinstance(x, Mapping) else {"input": x}
     if _is_engine(side):
         from netdsl.backends.tensorrt.engine import run_engine
 
-        return [run_engine(side, x)], ["output"]
+        if len(feeds) != 1:
+            raise NetError(f"an engine takes one input, not {len(feeds)}")
+        return [run_engine(side, next(iter(feeds.values())))], ["output"]
     from netdsl.backends.runtime import ort
 
     sess = ort.session(side, provider=provider)
-    ort.input_shape(sess)  # one float input, or a clear error
+    wanted = list(ort.input_shapes(sess))
+    if len(wanted) == 1 and len(feeds) == 1:
+        feeds = {wanted[0]: next(iter(feeds.values()))}
+    if set(feeds) != set(wanted):
+        raise NetError(f"the model takes {', '.join(wanted)}; given {', '.join(feeds)}")
     names = [o.name for o in sess.get_outputs()]
-    x = ort.check_input(sess, x)
+    if len(wanted) == 1:
+        feeds[wanted[0]] = ort.check_input(sess, feeds[wanted[0]])
     try:
-        outputs = sess.run(names, {sess.get_inputs()[0].name: x})
+        outputs = sess.run(names, feeds)
     except Exception as error:  # onnxruntime's own failures (a node that cannot run)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise NetError(f"onnxruntime failed to run the model: {first}") from None

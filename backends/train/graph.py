@@ -45,6 +45,13 @@ class BatchStats:
     channels: int
     per_image: int
     momentum: float
+    owner: str = ""  # the layer whose running statistics these are (a shared block's first use)
+
+    @property
+    def running(self) -> tuple[str, str]:
+        """The running mean and variance this norm reads and updates."""
+        layer = self.owner or self.layer
+        return f"{layer}.mean", f"{layer}.var"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +74,14 @@ class TrainGraph:
 
 def check_trainable(net: ShapedNet) -> int:
     """Refuse what cannot be trained, before any work; return the number of classes."""
-    net.refuse_graph("training")
+    form = net.graph_form()
+    if form:  # its gradient builder is given one input and one loss on one output
+        raise NetError(
+            f"training does not handle a net with {form} with onnxruntime-training's engine: "
+            f"{net.name}",
+            net.span,
+            ["the compiler's own training step (the default engine) trains such nets"],
+        )
     for node in net.nodes:
         if node.op in REFUSED:
             raise NetError(
@@ -116,20 +130,65 @@ def training_graph(net: ShapedNet, params: Params) -> TrainGraph:
     return TrainGraph(model, stats, masks, classes)
 
 
-def emit_logits(e: emit.Emitter, table: dict[str, emit.Emit]) -> str:
-    """Emit the net's nodes through `table` (a training form's emitters); a trailing softmax
-    is left out, since the loss takes logits. Returns the logits' tensor."""
+def emit_logits(e: emit.Emitter, table: dict[str, emit.Emit], output: int | None = None) -> str:
+    """Emit through `table` (a training form's emitters) the nodes that the net's node
+    `output` (default: the net's output) depends on, and no others: an output the loss is not
+    on is not trained. A trailing softmax is left out, since the loss takes logits. The
+    inputs are called as `input_names` says. Returns the logits' tensor."""
     net = e.net
+    end = net.output if output is None else output
+    needed, names = ancestors(net, end), dict(zip(net.inputs, input_names(net), strict=True))
     for i, node in enumerate(net.nodes):
         e.layer, e.index = node, i
         xs = [e.tensors[j] for j in node.inputs]
-        if node.op == "input":
-            e.tensors.append("input")
-        elif node.op == "softmax" and i == net.output:
+        if i not in needed:
+            e.tensors.append("")
+        elif node.op == "input":
+            e.tensors.append(names[i])
+        elif node.op == "softmax" and i == end:
             e.tensors.append(xs[0])
         else:
             e.tensors.append(table[node.op](e, node, xs))
-    return e.tensors[net.output]
+    return e.tensors[end]
+
+
+def input_names(net: ShapedNet) -> tuple[str, ...]:
+    """The training graphs' inputs: `input` for a net of one input (whatever it is called),
+    the net's own input names for several."""
+    return ("input",) if len(net.inputs) == 1 else net.input_names
+
+
+def ancestors(net: ShapedNet, index: int) -> set[int]:
+    """The node `index` and every node it depends on."""
+    seen, todo = {index}, [index]
+    while todo:
+        for j in net.nodes[todo.pop()].inputs:
+            if j not in seen:
+                seen.add(j)
+                todo.append(j)
+    return seen
+
+
+def chosen_output(net: ShapedNet, name: str | None = None) -> tuple[str, int]:
+    """The output the loss is on: `name`, or the net's only output; (name, node index)."""
+    outputs = net.output_list
+    listed = ", ".join(n for n, _ in outputs)
+    if name:
+        found = [o for o in outputs if o[0] == name]
+        if not found:
+            raise NetError(
+                f"{net.name} has no output '{name}' to train on (its outputs: {listed})",
+                net.span,
+            )
+        return found[0]
+    if len(outputs) > 1:
+        raise NetError(
+            f"{net.name} has {len(outputs)} outputs ({listed}); training needs the one its "
+            "loss is on",
+            net.span,
+            ["the outputs not chosen are not trained on (their own layers keep their weights)"],
+        )
+    return outputs[0]
 
 
 def _stats(node: Node) -> BatchStats:
@@ -141,6 +200,7 @@ def _stats(node: Node) -> BatchStats:
         node.shape[0],
         per_image,
         float(node.attrs["momentum"]),
+        node.shares or node.name,
     )
 
 
@@ -320,14 +380,16 @@ def inference_model(
     return model
 
 
-def with_logits(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """A copy of an inference model with its logits (the input of a final softmax) as a second
-    output, for the loss; and their name ("output" where there is no softmax)."""
-    last = [n for n in model.graph.node if "output" in n.output]
+def with_logits(model: onnx.ModelProto, output: str = "output") -> tuple[onnx.ModelProto, str]:
+    """A copy of an inference model with the logits of its output `output` (the input of a
+    final softmax) as another output, for the loss; and their name (`output` where there is
+    no softmax)."""
+    last = [n for n in model.graph.node if output in n.output]
     if not last or last[0].op_type != "Softmax":
-        return model, "output"
+        return model, output
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    classes = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    value = next(o for o in model.graph.output if o.name == output)
+    classes = value.type.tensor_type.shape.dim[1].dim_value
     copy.graph.output.append(_value(last[0].input[0], ["N", classes]))
     return copy, last[0].input[0]

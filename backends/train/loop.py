@@ -43,7 +43,13 @@ from netdsl.backends.train import optim as sgd
 from netdsl.backends.train import preprocess as pre
 from netdsl.backends.train import report as rep
 from netdsl.backends.train.files import Checkpoint, Progress
-from netdsl.backends.train.graph import LOGITS, inference_model, training_graph, with_logits
+from netdsl.backends.train.graph import (
+    LOGITS,
+    chosen_output,
+    inference_model,
+    training_graph,
+    with_logits,
+)
 from netdsl.backends.train.settings import RESUMABLE as RESUMABLE  # re-exported
 from netdsl.backends.train.settings import Config, check_resumable, saved_config
 from netdsl.errors import Diverged
@@ -88,7 +94,17 @@ def train(
             "data": data_spec,
             "data_fingerprint": prints,
         }
-        norm = pre.normalisation(data.x_train, config.mean, config.std, config.normalise)
+        # several inputs are fed as they are: one normalisation travels with one image input
+        normalise = config.normalise and not data.names
+        if config.normalise and data.names:
+            say(
+                "note",
+                {
+                    "text": f"note: inputs {', '.join(data.names)} fed as given "
+                    "(no normalisation or augmentation for a net of several inputs)"
+                },
+            )
+        norm = pre.normalisation(data.x_train, config.mean, config.std, normalise)
         files.write_config(out, state.meta["config"], data_spec, data.classes)
         optimizer = sgd.make(
             config.optimizer, momentum=config.momentum, weight_decay=config.weight_decay
@@ -126,6 +142,8 @@ def prepare(
     the settings it gets (augmentation done here, so its own shift is off). The automatic
     shift (-1) moves images only for a net with convolutions, which share weights across
     positions; a dense net would have to learn each position anew (bench/defaults.py)."""
+    if data.names:  # several inputs: as they are
+        return data, replace(config, shift=0)
     fill = (0 - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
     convolutional = any(n.op in CONVOLUTIONS for n in net.nodes)
     shift = (None if convolutional else 0) if config.shift < 0 else config.shift
@@ -363,16 +381,20 @@ class Run:
         """Loss and accuracy of the inference model on the test split."""
         import onnxruntime
 
-        model, logits = with_logits(inference_model(self.net, self.params))
+        output, _ = chosen_output(self.net, self.config.loss_output or None)
+        model, logits = with_logits(inference_model(self.net, self.params), output)
         sess = onnxruntime.InferenceSession(
             model.SerializeToString(),
             session_options(self.config.threads),
             providers=["CPUExecutionProvider"],
         )
         x, y, size = self.data.x_test, self.data.y_test, self.config.eval_batch
+        inputs = {self.net.input_names[0]: x}
+        inputs |= {name: test for name, (_, test) in self.data.more.items()}
         loss, guesses = 0.0, []
         for i in range(0, len(x), size):
-            scores, z = sess.run(["output", logits], {"input": x[i : i + size]})
+            feeds = {name: array[i : i + size] for name, array in inputs.items()}
+            scores, z = sess.run([output, logits], feeds)
             guesses.append(scores.argmax(axis=1))
             loss += float(cross_entropy(z, y[i : i + size]).sum())
         self.predictions = np.concatenate(guesses)
@@ -389,8 +411,12 @@ class Run:
             + ("normalised inside the model" if self.norm else "no normalisation"),
         }
         norm = self.norm or pre.normalisation(self.data.x_test[:1], None, None, False)
-        meta.update(pre.metadata(self.data.shape, norm, self.classes))
-        model = pre.with_normalisation(inference_model(self.net, self.params, meta), norm)
+        if self.data.names:  # several inputs: no image preprocessing to record
+            meta["preprocessing"] = f"inputs {', '.join(self.data.names)}: float32, as trained"
+        else:
+            meta.update(pre.metadata(self.data.shape, norm, self.classes))
+        model = inference_model(self.net, self.params, meta)
+        model = pre.with_normalisation(model, norm, self.net.input_names[0])
         blob = model.SerializeToString()
         atomic.write(self.out / files.MODEL, blob)
         if best:

@@ -98,11 +98,22 @@ class NativeEngine:
         return binding
 
     def run(
-        self, x: np.ndarray, y: np.ndarray, lr: float, masks: Sequence[np.ndarray] = ()
+        self,
+        x: np.ndarray | Mapping[str, np.ndarray],
+        y: np.ndarray,
+        lr: float,
+        masks: Sequence[np.ndarray] = (),
     ) -> tuple[float, int]:
-        """One step on a batch; returns its mean loss and its count of right answers."""
+        """One step on a batch (one array, or one per input of the step by name); returns
+        its mean loss and its count of right answers."""
         binding = self.bindings[self.current]
-        binding.bind_cpu_input("input", np.ascontiguousarray(x, np.float32))
+        batch = x if isinstance(x, Mapping) else {self.step.inputs[0]: x}
+        if set(batch) != set(self.step.inputs):
+            raise NetError(
+                f"the step takes {', '.join(self.step.inputs)}; given {', '.join(batch)}"
+            )
+        for name, array in batch.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array, np.float32))
         binding.bind_cpu_input("labels", np.ascontiguousarray(y, np.int64))
         for m, mask in zip(self.step.masks, masks, strict=True):
             binding.bind_cpu_input(m.input, np.ascontiguousarray(mask, np.float32))
@@ -159,6 +170,7 @@ class NativeRun(loop.Run):
             params=params,
             frozen=frozen,
             frozen_stats=[n for n in stats if loop._matches(n, config.freeze)],
+            loss_output=config.loss_output or None,
         )
         self.graph = self.step_model  # type: ignore[assignment]  # stats, masks, classes
         self.params = dict(params)
@@ -195,8 +207,12 @@ class NativeRun(loop.Run):
         x, y = self.data.x_train[batch], self.data.y_train[batch]
         if c.shift:
             x = loop.shifted(x, c.shift, np.random.default_rng([c.seed, epoch, step, 2]))
+        feeds: np.ndarray | dict[str, np.ndarray] = x
+        if self.data.more:  # several inputs: the first is x, the others are named
+            feeds = {self.step_model.inputs[0]: x}
+            feeds |= {name: train[batch] for name, (train, _) in self.data.more.items()}
         before = self.engine.current
-        loss, correct = self.engine.run(x, y, lr, self.masks(len(batch), epoch, step))
+        loss, correct = self.engine.run(feeds, y, lr, self.masks(len(batch), epoch, step))
         try:
             self.watch(loss, epoch, step, p)
         except NetError:  # a diverged step is not applied: back to the tensors before it

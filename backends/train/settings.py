@@ -61,6 +61,7 @@ class Config:
     skip_mismatched: bool = False
     engine: str = "onnx"  # "onnx": the compiler's own training step (native.py); "ort-training"
     device: str = "cpu"  # cpu or cuda (the onnx engine)
+    loss_output: str = ""  # the output the loss is on; "": the net's only output
 
     def __post_init__(self) -> None:
         for name in ("mean", "std", "freeze", "lr_mult"):
@@ -118,6 +119,8 @@ def _problems(c: Config) -> Iterator[str]:
         yield error.message
     if c.std is not None and any(e <= 0 for e in c.std):
         yield f"std must be above 0, got {c.std!r}"
+    if not isinstance(c.loss_output, str):
+        yield f"the loss output (loss_output) must be an output's name, got {c.loss_output!r}"
     for name in ("flip", "normalise", "skip_mismatched"):
         if not isinstance(getattr(c, name), bool):
             yield f"{name} must be true or false, got {getattr(c, name)!r}"

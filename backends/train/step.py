@@ -57,6 +57,8 @@ class TrainingStep:
     updates: dict[str, str] = field(default_factory=dict)
     classes: int = 0
     optimizer: Optimizer = field(default_factory=Optimizer)
+    inputs: tuple[str, ...] = ("input",)  # the batch's inputs: `input`, or the net's names
+    output: str = "output"  # the net's output the loss is on
 
     def initial_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every tensor input but the batch, labels, masks, lr and step: the parameters and
@@ -69,7 +71,8 @@ class TrainingStep:
 
     def tensors(self) -> list[str]:
         """Parameters and running statistics, in input order."""
-        return [*self.trainable, *self.frozen, *(t for s in self.stats for t in _running(s))]
+        running = dict.fromkeys(t for s in self.stats for t in s.running)  # shared: once
+        return [*self.trainable, *self.frozen, *running]
 
 
 def to_training_step(
@@ -82,24 +85,32 @@ def to_training_step(
     label_smoothing: float = 0.0,
     input_grad: bool = False,
     defaults: bool = False,
+    loss_output: str | None = None,
 ) -> TrainingStep:
     """The training step of `net` (see the module's docstring). `params` gives the tensors'
     shapes (fresh ones are drawn where None); `frozen` names parameters kept fixed,
-    `frozen_stats` running statistics kept fixed; `input_grad` adds the gradient w.r.t. the
-    input as the output `input.grad`; `defaults` stores `params` and a zero optimizer state in
-    the model as the default values of those inputs (a file that trains as it stands)."""
+    `frozen_stats` running statistics kept fixed; `input_grad` adds the gradient w.r.t. each
+    input as the output `<input>.grad`; `defaults` stores `params` and a zero optimizer state
+    in the model as the default values of those inputs (a file that trains as it stands);
+    `loss_output` names the output the loss is on (needed where the net has several; the
+    layers only other outputs depend on are left out of the step). A shared block's tensors
+    are one input each: the gradients of all its uses sum."""
     opt = Optimizer(optimizer) if isinstance(optimizer, str) else optimizer
     if not 0.0 <= label_smoothing < 1.0:
         raise NetError(f"label smoothing must lie in [0, 1), got {label_smoothing}")
-    classes = check_trainable(net)
+    classes = check_trainable(net, loss_output)
+    out_name, out_index = lowered.chosen_output(net, loss_output)
     params = dict(params) if params is not None else wt.initialise(net, "auto", 0)
     frozen_set, fixed_stats = set(frozen), set(frozen_stats)
     e = emit.Emitter(net, dict(params), "train")
-    logits = lowered.emit_logits(e, {**emit.EMITTERS, "bn": _bn, "dropout": lowered.dropout})
-    stats = tuple(lowered._stats(n) for n in net.nodes if n.op == "bn")
+    table = {**emit.EMITTERS, "bn": _bn, "dropout": lowered.dropout}
+    logits = lowered.emit_logits(e, table, out_index)
+    needed = lowered.ancestors(net, out_index)
+    kept = [n for i, n in enumerate(net.nodes) if i in needed]
+    stats = tuple(lowered._stats(n) for n in kept if n.op == "bn")
     masks = tuple(
         lowered.Mask(n.name, f"{n.name}.mask", n.shape, float(n.attrs["p"]))
-        for n in net.nodes
+        for n in kept
         if n.op == "dropout"
     )
     used = {name for n in e.nodes for name in n.input}
@@ -108,21 +119,27 @@ def to_training_step(
     fixed = tuple(n for n in weights if n not in trainable and not _is_stat(n, stats))
     if not trainable:
         raise NetError(f"nothing of {net.name} is left to train")
-    inputs = [_value("input", TensorProto.FLOAT, ["N", *net.input_shape])]
-    inputs += [_value(m.input, TensorProto.FLOAT, ["N", *m.shape]) for m in masks]
+    names = lowered.input_names(net)
+    shapes_in = [net.nodes[i].shape for i in net.inputs]
+    batch = [
+        _value(n, TensorProto.FLOAT, ["N", *shape])
+        for n, shape in zip(names, shapes_in, strict=True)
+    ]
+    inputs = [_value(m.input, TensorProto.FLOAT, ["N", *m.shape]) for m in masks]
     inputs += [_value(n, TensorProto.FLOAT, params[n].shape) for n in (*trainable, *fixed)]
-    stat_inputs = [_value(t, TensorProto.FLOAT, [s.channels]) for s in stats for t in _running(s)]
+    channels = {t: s.channels for s in stats for t in s.running}  # a shared norm's: once
+    stat_inputs = [_value(t, TensorProto.FLOAT, [c]) for t, c in channels.items()]
     forward = helper.make_graph(
         e.nodes,
         net.name,
-        [*inputs, *stat_inputs],
+        [*batch, *inputs, *stat_inputs],
         [_value(logits, TensorProto.FLOAT, ["N", classes])],
     )
     shapes = shapes_of(_model(forward))
     g = Grad(shapes, constants(e.nodes))
     labels = _value("labels", TensorProto.INT64, ["N"])
     seed = _loss(g, logits, classes, label_smoothing)
-    wrt = [*trainable, *(["input"] if input_grad else [])]
+    wrt = [*trainable, *(names if input_grad else [])]
     grads = backward(g, e.nodes, {logits: seed}, wrt, GRADIENTS)
     lr = _value("lr", TensorProto.FLOAT, [])
     step_in = _value("step", TensorProto.INT64, [])
@@ -137,23 +154,26 @@ def to_training_step(
         for old, value in zip([name, *slots], [new, *new_state], strict=True):
             updates[old] = _output(g, value, f"{old}.next")
             outputs.append(_value(updates[old], TensorProto.FLOAT, params[name].shape))
-    for s in stats:
-        for old, batch in zip(_running(s), (s.mean, s.var), strict=True):
-            if old in fixed_stats:
-                continue
-            updates[old] = _running_update(g, s, old, batch, shapes)
-            outputs.append(_value(updates[old], TensorProto.FLOAT, [s.channels]))
+    running: dict[str, str] = {}  # running statistic -> its latest value
+    for s in stats:  # a shared norm updates its statistics once per use, in order, as PyTorch
+        for old, now in zip(s.running, (s.mean, s.var), strict=True):
+            if old not in fixed_stats:
+                value = running.get(old, old)
+                running[old] = _running_update(g, s, value, now, old.endswith(".var"))
+    for old, value in running.items():
+        updates[old] = _output(g, value, f"{old}.next")
+        outputs.append(_value(updates[old], TensorProto.FLOAT, [channels[old]]))
     if input_grad:
-        outputs.append(
-            _value(_output(g, grads["input"], "input.grad"), TensorProto.FLOAT, shapes["input"])
-        )
+        for name in names:
+            grad = _output(g, grads[name], f"{name}.grad")
+            outputs.append(_value(grad, TensorProto.FLOAT, shapes[name]))
     state_values = [
         _value(n, TensorProto.FLOAT, params[n.rsplit(".", 1)[0]].shape) for n in state_inputs
     ]
     graph = helper.make_graph(
         [*e.nodes, *g.finish()],
         f"{net.name}_training_step",
-        [inputs[0], labels, *inputs[1:], *state_values, *stat_inputs, lr, step_in],
+        [*batch, labels, *inputs, *state_values, *stat_inputs, lr, step_in],
         outputs,
         g.initializers,
     )
@@ -167,6 +187,8 @@ def to_training_step(
         updates,
         classes,
         opt,
+        names,
+        out_name,
     )
     if defaults:  # initializers named like inputs are those inputs' default values
         for name, array in result.initial_state(params).items():
@@ -212,11 +234,15 @@ IMAGE_ONLY = frozenset(
 )
 
 
-def check_trainable(net: ShapedNet) -> int:
+def check_trainable(net: ShapedNet, loss_output: str | None = None) -> int:
     """Refuse a net the step cannot train (every op has gradient rules, so only a net whose
-    output is not a vector of class scores); return the number of classes."""
-    net.refuse_graph("a training step")
-    for node in net.nodes:  # the convolution and pooling gradients are written for images
+    output the loss is on, `loss_output` or the only one, is not a vector of class scores);
+    return the number of classes."""
+    name, index = lowered.chosen_output(net, loss_output)
+    needed = lowered.ancestors(net, index)
+    for i, node in enumerate(net.nodes):  # convolution and pooling gradients are for images
+        if i not in needed:
+            continue
         shape = net.nodes[node.inputs[0]].shape if node.inputs else node.shape
         if node.op in IMAGE_ONLY and len(shape) != 3 and not (node.op == "bn" and len(shape) == 1):
             raise NetError(
@@ -225,11 +251,12 @@ def check_trainable(net: ShapedNet) -> int:
                 "gradient rules are written for 2-D images (C x H x W)",
                 node.span,
             )
-    out = net.nodes[net.output]
+    out = net.nodes[index]
     if len(out.shape) != 1 or out.shape[0] < 2:
+        which = f"its output '{name}'" if len(net.output_list) > 1 else "its output"
         raise NetError(
-            f"a training step needs a classifier: the output of {net.name} must be a "
-            f"vector of at least 2 class scores, got {'x'.join(map(str, out.shape))}",
+            f"a training step needs a classifier: the loss of {net.name} is on {which}, which "
+            f"must be a vector of at least 2 class scores, got {'x'.join(map(str, out.shape))}",
             out.span,
         )
     return out.shape[0]
@@ -272,12 +299,8 @@ def _loss(g: Grad, logits: str, classes: int, smoothing: float) -> str:
     return g.add("Div", [diff, size])
 
 
-def _running(s: lowered.BatchStats) -> tuple[str, str]:
-    return f"{s.layer}.mean", f"{s.layer}.var"
-
-
 def _is_stat(name: str, stats: tuple[lowered.BatchStats, ...]) -> bool:
-    return any(name in _running(s) for s in stats)
+    return any(name in s.running for s in stats)
 
 
 def _is_trainable(net: ShapedNet, name: str) -> bool:
@@ -287,18 +310,14 @@ def _is_trainable(net: ShapedNet, name: str) -> bool:
     )
 
 
-def _running_update(
-    g: Grad, s: lowered.BatchStats, old: str, batch: str, shapes: dict[str, tuple[int | str, ...]]
-) -> str:
+def _running_update(g: Grad, s: lowered.BatchStats, old: str, batch: str, variance: bool) -> str:
     """PyTorch's running statistics: (1 - m) running + m batch, the variance made unbiased."""
-    if old.endswith(".var"):
+    if variance:
         count = g.count_of(f"{s.layer}.centred", batch)
         minus = g.add("Max", [g.add("Sub", [count, g.const(1.0)]), g.const(1.0)])
         batch = g.add("Mul", [batch, g.add("Div", [count, minus])])
     kept = g.add("Mul", [old, g.const(1.0 - s.momentum)])
-    return _output(
-        g, g.add("Add", [kept, g.add("Mul", [batch, g.const(s.momentum)])]), f"{old}.next"
-    )
+    return g.add("Add", [kept, g.add("Mul", [batch, g.const(s.momentum)])])
 
 
 def _output(g: Grad, tensor: str, name: str) -> str:

@@ -1,7 +1,8 @@
-"""`netdsl compare A B`: two artefacts on one seeded input; exit 1 when they differ.
+"""`netdsl compare A B`: two artefacts on the same inputs; exit 1 when they differ.
 
 The outermost layer of `backends/runtime/compare.py`: each side is an `.onnx` or `.engine` file
-or a net (compiled for inference); the library runs both, compares their outputs and the logits
+or a net (compiled for inference); both get one seeded random input per model input, or the
+`.npy` arrays of `--input NAME=FILE`; the library runs both, compares every output and the logits
 before a trailing softmax, and judges them against `--atol`/`--rtol`/`--agreement` or the
 default tolerance of the sides' precision (docs/deploy.md). The mismatch goes to stderr with
 which tensor and by how much, and the exit status is 1, so a CI job fails.
@@ -18,6 +19,7 @@ from typing import Any
 
 from netdsl.cli import options as o
 from netdsl.cli.run import RUN
+from netdsl.source import NetError
 
 
 def register(sub: Any) -> None:
@@ -57,6 +59,13 @@ def register(sub: Any) -> None:
         metavar="F",
         help="also fail when fewer than this fraction of images agree on the top-1 class",
     )
+    m.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=FILE",
+        help="feed the input NAME from a .npy array (N x its shape) instead of a random one; "
+        "once per input (a model of several inputs: `input a: ..., b: ...`)",
+    )
     o.add_seed(m, "seed of the input and fresh weights")
     o.add_json(m)
     o.add_set(m)
@@ -65,6 +74,45 @@ def register(sub: Any) -> None:
 
 def _is_artefact(spec: str) -> bool:
     return Path(spec).suffix.lower() in (".onnx", ".engine")
+
+
+def _files(items: list[str]) -> dict[str, str]:
+    """`--input NAME=FILE` items by name."""
+    files: dict[str, str] = {}
+    for item in items:
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path:
+            raise NetError(f"--input '{item}': give NAME=FILE, NAME one of the models' inputs")
+        if name in files:
+            raise NetError(f"--input {name}= is given twice")
+        files[name] = path
+    return files
+
+
+def _given(items: list[str]) -> dict[str, Any]:
+    """The arrays of `--input NAME=FILE` (.npy files, read header-first)."""
+    from netdsl.backends.data import npy
+
+    arrays = {}
+    for name, path in _files(items).items():
+        if not Path(path).is_file():
+            raise NetError(f"--input {name}: no such file: '{path}'")
+        arrays[name] = npy.load_npy(Path(path))
+    return arrays
+
+
+def _fed(shapes: dict[str, tuple[int, ...]], files: dict[str, str], seed: int) -> str:
+    """What each input was: `random input 8x1x32x32 (seed 0)` for a model of one input."""
+    said = []
+    for k, (name, shape) in enumerate(shapes.items()):
+        dims = "x".join(map(str, shape))
+        if name in files:
+            said.append(f"{name} {dims} from {files[name]}")
+        else:
+            said.append(
+                f"{'' if len(shapes) == 1 else name + ' '}random input {dims} (seed {seed + k})"
+            )
+    return ", ".join(said)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -79,7 +127,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         else:
             net = o.net(spec, args.set, search=args.search_path)
             sides.append(compile_net(net, CompileOptions(mode="inference", seed=args.seed)))
-    found, shape = compare.compare(sides[0], sides[1], (first, second), args.batch, args.seed)
+    given = _given(args.input or [])
+    found, shapes = compare.compare_inputs(
+        sides[0], sides[1], (first, second), args.batch, args.seed, given
+    )
+    shape = next(iter(shapes.values()))
     if args.atol is None and args.rtol is None:
         tolerance = compare.default_tolerance([compare.precision_of(s) for s in sides])
         if args.agreement is not None:
@@ -93,6 +145,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "b": args.b or args.a,
             "providers": [first, second],
             "input": list(shape),
+            "inputs": {name: list(s) for name, s in shapes.items()},
             "seed": args.seed,
             "tolerance": tolerance.as_dict(),
             "outputs": [d.as_dict() for d in found],
@@ -101,10 +154,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         }
         print(json.dumps(report, indent=2))
         return 1 if failures else 0
-    print(
-        f"{args.a} ({first}) vs {args.b or args.a} ({second}), "
-        f"random input {'x'.join(map(str, shape))} (seed {args.seed})"
-    )
+    fed = _fed(shapes, _files(args.input or []), args.seed)
+    print(f"{args.a} ({first}) vs {args.b or args.a} ({second}), {fed}")
     for d in found:
         print("  " + d.render())
     agree = f", top-1 agreement >= {tolerance.agreement:.0%}" if tolerance.agreement else ""

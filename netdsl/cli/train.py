@@ -59,6 +59,12 @@ OPTION_TABLE: tuple[tuple[str, Parse, str | None, str], ...] = (
     ),
     ("--device", str, "cpu|cuda", "where the onnx engine trains (cuda needs onnxruntime-gpu)"),
     (
+        "--loss-output",
+        str,
+        "NAME",
+        "the output the loss is on, for a net of several outputs (the others are not trained on)",
+    ),
+    (
         "--lr",
         o.number(0, above=True),
         None,
@@ -244,9 +250,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     net = o.net(args.target, args.set, search=args.search_path)
     config = config_from(args)
-    # each engine refuses what it cannot train (the onnx engine has a gradient for every op)
-    classes = (step if config.engine == "onnx" else graph).check_trainable(net)
     out = Path(args.out) if args.out else _default_out(net.name, args.resume)
+    saved = out / "config.json"
+    if args.resume and not config.loss_output and saved.is_file():  # the run's own choice
+        from netdsl.backends.train.files import read_config
+
+        chosen = read_config(saved)["settings"].get("loss_output")
+        config = replace(config, loss_output=chosen if isinstance(chosen, str) else "")
+    # each engine refuses what it cannot train (the onnx engine has a gradient for every op)
+    outputs = [name for name, _ in net.output_list]
+    if len(outputs) > 1 and not config.loss_output:
+        raise NetError(
+            f"{net.name} has {len(outputs)} outputs ({', '.join(outputs)}); training needs "
+            "the one its loss is on",
+            net.span,
+            [f"pass --loss-output {outputs[0]} (the outputs not chosen are not trained on)"],
+        )
+    if config.engine == "onnx":
+        classes = step.check_trainable(net, config.loss_output or None)
+    else:
+        classes = graph.check_trainable(net)
     if args.init_from and not Path(args.init_from).is_file():
         raise NetError(f"--init-from: no such file: '{args.init_from}'")
     created = not out.exists()
@@ -284,8 +307,13 @@ def _train(args: argparse.Namespace, net: Any, classes: int, config: Config, out
             ["pass --resume to continue it, or choose another --out"],
         )
     spec = spec or "digits"
+    shapes = {net.nodes[i].name: net.nodes[i].shape for i in net.inputs}
     data = datasets.load(
-        spec, download=args.download, mirror=args.mirror, size=tuple(net.input_shape[1:3])
+        spec,
+        download=args.download,
+        mirror=args.mirror,
+        size=tuple(net.input_shape[1:3]),
+        inputs=shapes if len(shapes) > 1 else None,
     )
     data = datasets.fit(data, net.input_shape, classes, net.name, config.fit)
     bar = Bar(sys.stderr, quiet=args.quiet)

@@ -30,22 +30,27 @@ def _pad(x: T, pads: list[int], value: float = 0.0) -> T:
 
 def run(
     model: onnx.ModelProto,
-    x: T,
+    x: T | dict[str, T],
     params: dict[str, T],
     running: dict[str, T],
     masks: dict[str, T],
+    output: str = "output",
 ) -> T:
-    """The logits of `model` (a netdsl train-mode model) on `x`; `running` statistics are
-    updated in place as PyTorch's batch norm does."""
-    env: dict[str, Any] = {"input": x, **params}
+    """The logits of `model` (a netdsl train-mode model) on `x` (one tensor for the input
+    `input`, or one per input by name) at its output `output`; `running` statistics are
+    updated in place as PyTorch's batch norm does (twice for a norm used twice)."""
+    inputs = x if isinstance(x, dict) else {"input": x}
+    dtype = next(iter(inputs.values())).dtype
+    env: dict[str, Any] = {**inputs, **params}
     nodes = list(model.graph.node)
-    if nodes[-1].op_type == "Softmax" and nodes[-1].output[0] == "output":
-        nodes = nodes[:-1]
+    last = next(n for n in nodes if output in n.output)
+    if last.op_type == "Softmax":  # the loss takes the logits
+        nodes.remove(last)
+        output = last.input[0]
     for node in nodes:
         a, ins = _attrs(node), [env.get(i) if i else None for i in node.input]
-        env[node.output[0]] = _op(node, a, ins, running, masks, x.dtype)
-    last = nodes[-1].output[0]
-    return env[last]  # type: ignore[no-any-return]
+        env[node.output[0]] = _op(node, a, ins, running, masks, dtype)
+    return env[output]  # type: ignore[no-any-return]
 
 
 def _op(
@@ -102,11 +107,10 @@ def _op(
     if op == "Flatten":
         return x.flatten(1)
     if op == "BatchNormalization":
-        layer = node.name
-        return F.batch_norm(
+        return F.batch_norm(  # the running statistics by their tensors' names: shared ones too
             x,
-            running[f"{layer}.mean"],
-            running[f"{layer}.var"],
+            running[node.input[3]],
+            running[node.input[4]],
             ins[1],
             ins[2],
             training=True,
