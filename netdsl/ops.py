@@ -71,6 +71,11 @@ def pair0(value: Value) -> tuple[int, ...]:
     return Each((v, v))
 
 
+class Sides(tuple[int, ...]):
+    """Padding written as two values, `(a, b)`: (height, width) on an image, held as its four
+    sides; on a signal, where one axis has two sides, it is (begin, end) (shapes.py fits it)."""
+
+
 def padding(value: Value) -> str | tuple[int, ...]:
     """`same`, `valid`, `p`, `(ph, pw)`, `(top, left, bottom, right)` (ONNX pads order), or
     for a volume `(pd, ph, pw)` or its six begins and ends."""
@@ -83,7 +88,7 @@ def padding(value: Value) -> str | tuple[int, ...]:
     if isinstance(value, tuple):
         if len(value) == 2:
             h, w = (non_negative(v) for v in value)
-            return h, w, h, w
+            return Sides((h, w, h, w))
         if len(value) == 4:
             t, left, b, r = (non_negative(v) for v in value)
             return t, left, b, r

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 import netdsl
@@ -468,3 +469,35 @@ def test_ceil_mode_as_emitted_computes_what_torch_does(
         )
     assert mine.shape == tuple(theirs.shape)
     assert torch.allclose(torch.from_numpy(mine), theirs, atol=1e-6)
+
+
+# Two paddings are (height, width) on an image, and (begin, end) on a signal: a causal
+# convolution (WaveNet's) pads only the past.
+TWO_PADS = [
+    ("conv(4, k=2, d=2, p=(2, 0))", "2x16", (4, 16), (2, 0)),
+    ("maxpool(k=3, s=1, p=(2, 0))", "2x8", (2, 8), (2, 0)),
+    ("conv(4, k=3, p=(0, 2))", "2x8", (4, 8), (0, 2)),
+    ("conv(4, k=2, d=2, p=(2, 0))", "2x16x16", (4, 18, 14), (2, 0, 2, 0)),
+]
+
+
+@pytest.mark.parametrize(("layer", "dims", "shape", "pads"), TWO_PADS)
+def test_two_paddings_by_rank(layer: str, dims: str, shape: tuple[int, ...], pads: Any) -> None:
+    node = last_node(layer, dims)
+    assert (node.shape, node.attrs["pads"]) == (shape, pads)
+
+
+@needs_torch
+def test_causal_convolution_as_emitted_equals_torch() -> None:
+    """The emitted model of `p=(d, 0)` on a signal is PyTorch's conv1d after a left pad."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    net = netdsl.parse("input 2x16\nconv(4, k=2, d=2, p=(2, 0))\n")
+    model = net.to_onnx(mode="inference", seed=1)
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    x = np.random.default_rng(0).standard_normal((1, 2, 16)).astype(np.float32)
+    (y,) = ReferenceEvaluator(model).run(None, {model.graph.input[0].name: x})
+    weight, bias = torch.tensor(w["conv1.weight"]), torch.tensor(w["conv1.bias"])
+    want = F.conv1d(F.pad(torch.tensor(x), (2, 0)), weight, bias, dilation=2)
+    np.testing.assert_allclose(y, want.numpy(), rtol=1e-5, atol=1e-6)
