@@ -70,7 +70,65 @@ SHORT = [
     "gap",
     "flatten",
 ]
+MODES = ["nearest", "bilinear", "linear", "reflect", "constant", "edge"]
+# layers of graphs and of other ranks, mostly with arguments that fit (`{t}`: a named tensor)
+GRAPH_LAYERS = [
+    "crop(to={t})",
+    "upsample(to={t})",
+    "upsample(to={t}, mode=bilinear)",
+    "upsample",
+    "upsample(f=(2, 1))",
+    "crop(4)",
+    "reshape(-1)",
+    "reshape(2, -1)",
+    "reshape(1, 8, 8)",
+    "transpose(2, 1)",
+    "transpose(2, 3, 1)",
+    "softmax(axis=-1)",
+    "softmax(axis=2)",
+    "pad(1)",
+    "pad((1, 0), mode=reflect)",
+    "channels(0, 2)",
+    "slice(1, 3)",
+    "local3x3(2)",
+    "local3(2, s=2)",
+    "adaptiveavgpool(2)",
+    "adaptivemaxpool((2, 3))",
+    "conv(4, k=2, d=2) -> gated",
+    "gated",
+    "conv3(4)",
+    "conv3x3x3(2)",
+    "maxpool1x2x2",
+    "conv5(2, s=2)",
+    "deconv2(2)",
+    "gap",
+    "flatten -> fc(4)",
+    "bn -> relu",
+]
+TAME = ["conv3x3(4)", "conv1x1(2)", "relu", "maxpool2", "bn", "conv3(4, p=valid)", "sigmoid"]
 ZOO = sorted(p.name for p in zoo_dir().glob("*.net"))
+# graphs written by hand, mutated like the zoo's files: one per form of docs/language.md "Graphs"
+GRAPH_SEEDS = [
+    "net siamese:\n  input a: 1x16x16, b: 1x16x16\n"
+    "  tower = [conv3x3(4, p=valid) -> relu -> maxpool2x2]\n"
+    "  ya = a -> tower\n  yb = b -> tower\n  output d: [ya, yb] -> concat -> gap -> fc(1)\n",
+    "net mix:\n  input sig: 1x64, img: 3x16x16\n"
+    "  s = sig -> conv5(4, s=2) -> relu -> adaptiveavgpool(4) -> flatten\n"
+    "  i = img -> conv1_1: conv3x3(4) -> relu -> gap -> flatten\n"
+    "  output y: [s, i] -> concat -> fc(3) -> softmax(axis=-1)\n",
+    "net step:\n  input x: 1x28x28\n"
+    "  d1 = x -> conv3x3(4, p=valid) -> relu\n  b = d1 -> maxpool2x2 -> conv3x3(8)\n"
+    "  u1 = b -> upconv2x2/2(4)\n  output y: [d1 -> crop(to=u1), u1] -> concat -> conv1x1(2)\n"
+    "  output z: b -> upsample(to=d1) -> channels(0, 2)\n",
+    "net vol:\n  input v: 2x8x16x16, w: 2x8x16x16\n"
+    "  g = w -> gap -> fc(2) -> sigmoid\n"
+    "  y = [v -> conv3(2), g] -> mul -> maxpool1x2x2 -> pad(1) -> local3(2)\n"
+    "  output y\n",
+    "net shapes:\n  input a: 8x8x8, b: 8x8x8\n"
+    "  y = [a, b -> conv(16, k=2, d=2, p=same) -> gated] -> add -> transpose(2, 3, 1)\n"
+    "  output p: y -> reshape(8, -1) -> softmax(axis=2)\n"
+    "  output q: a -> adaptivemaxpool(2) -> flatten -> fc(4)\n",
+]
 HOSTILE_IMPORTS = [
     "/dev/zero",
     "/proc/self/environ",
@@ -91,6 +149,27 @@ HOSTILE_IMPORTS = [
     "sub/../lib.net",
     "~/x.net",
 ]
+# tokens of the graph forms, the other ranks and the shape layers, inserted by `mutate`
+INSERTS = [
+    "input a: 1x8x8, b: 1x8x8",
+    "input a: 1x64, b: 3x8x8",
+    "input 2x4x8x8",
+    "input 1x100",
+    "y = a -> ",
+    "t = [conv3x3(4)]",
+    "output n: ",
+    "output y",
+    "[a, b] -> concat",
+    "[a, b] -> add",
+    "[a, b -> gap] -> mul",
+    "crop(to=a)",
+    "upsample(to=y)",
+    "conv1_1: conv3x3",
+    "x: ",
+    "a -> ",
+    "-> t",
+    *GRAPH_LAYERS,
+]
 SLOW_S = 1.0  # CPU seconds
 KEPT = 100_000  # characters of a finding's input kept in the report
 
@@ -102,6 +181,8 @@ class Writer:
         self.rng = rng
         self.defs: list[tuple[str, int]] = []
         self.names = ["c", "s", "n"]
+        self.tensors: list[str] = []  # named tensors and inputs of a graph, for `to=`
+        self.blocks: list[str] = []  # shared blocks of a graph
 
     def number(self) -> str:
         r = self.rng
@@ -122,6 +203,15 @@ class Writer:
 
     def call(self) -> str:
         r = self.rng
+        if r.random() < 0.15:  # the layers of graphs and of other ranks, written plausibly
+            layer = r.choice(GRAPH_LAYERS)
+            if "{t}" in layer and not self.tensors:
+                return layer.replace("{t}", "a")
+            if self.blocks and r.random() < 0.3:
+                return r.choice(self.blocks)
+            return layer.replace("{t}", r.choice(self.tensors or ["a"]))
+        if r.random() < 0.05:
+            return f"{r.choice(['conv1_1', 'l', 'fc'])}: {self.call()}"  # a label
         if self.defs and r.random() < 0.3:
             name, arity = r.choice(self.defs)
             args = [self.expr() for _ in range(r.choice([0, arity, arity + 1]))]
@@ -147,9 +237,23 @@ class Writer:
                     "alpha",
                     "output_padding",
                     "stride",
+                    "axis",
+                    "pads",
+                    "mode",
+                    "value",
+                    "start",
+                    "end",
+                    "size",
+                    "f",
+                    "m",
+                    "count_pad",
+                    "to",
                 ]
             )
-            args.append(f"{key}={self.expr()}" if key else self.expr())
+            value = self.expr()
+            if key == "to" or (key == "mode" and r.random() < 0.7):
+                value = r.choice([*self.tensors, *MODES]) if self.tensors else r.choice(MODES)
+            args.append(f"{key}={value}" if key else value)
         return f"{name}({', '.join(args)})"
 
     def chain(self, depth: int = 0) -> str:
@@ -183,8 +287,69 @@ class Writer:
 
     def dims(self) -> str:
         r = self.rng
-        parts = [r.choice(["3", "1", "0", "64", "100000", "2147483648", "8"]) for _ in range(3)]
+        parts = [r.choice(["3", "1", "0", "64", "100000", "2147483648", "8"]) for _ in range(4)]
         return "x".join(parts[: r.choice([1, 3, 3, 3, 2, 4])])
+
+    def small_dims(self) -> str:
+        """Mostly sizes a net can use (a vector, a signal, an image, a volume), at times not."""
+        r = self.rng
+        if r.random() < 0.15:
+            return self.dims()
+        rank = r.choice([0, 1, 2, 2, 2, 3])
+        return "x".join([r.choice(["1", "2", "3"])] + [r.choice(["8", "9", "16"])] * rank)
+
+    def tame(self) -> str:
+        """A chain a graph's line can mostly use (the wild `chain` now and then)."""
+        r = self.rng
+        if r.random() < 0.1:
+            return self.chain(2)
+        terms = []
+        for _ in range(r.randint(1, 3)):
+            if self.blocks and r.random() < 0.15:
+                terms.append(r.choice(self.blocks))
+            else:
+                layer = r.choice([*GRAPH_LAYERS, *TAME])
+                terms.append(layer.replace("{t}", r.choice(self.tensors or ["a"])))
+        return " -> ".join(terms)
+
+    def source(self) -> str:
+        """Where a graph line starts: a named tensor, or several side by side."""
+        r = self.rng
+        if len(self.tensors) > 1 and r.random() < 0.35:
+            items = [
+                r.choice(self.tensors) + (f" -> {self.tame()}" if r.random() < 0.3 else "")
+                for _ in range(r.randint(2, 3))
+            ]
+            merge = r.choice(["concat", "add", "mul", "add", "concat"])
+            return f"[{', '.join(items)}] -> {merge}"
+        return r.choice(self.tensors) if self.tensors else "a"
+
+    def graph(self) -> str:
+        """A net of named inputs (of any rank, often different ones), shared blocks, named
+        tensors, merges and several outputs (docs/language.md, "Graphs")."""
+        r = self.rng
+        names = r.sample(["a", "b", "x", "img", "sig"], r.choice([1, 2, 2, 3]))
+        same = self.small_dims() if r.random() < 0.5 else ""  # often inputs of one shape
+        shown = ", ".join(f"{n}: {same or self.small_dims()}" for n in names)
+        lines = [f"net g{r.randint(0, 9)}:", f"  input {shown}"]
+        self.tensors = list(names)
+        for k in range(r.randint(0, 2)):
+            lines.append(f"  t{k} = [{self.tame()}]")
+            self.blocks.append(f"t{k}")
+        for k in range(r.randint(1, 4)):
+            line = f"  y{k} = {self.source()}"
+            if r.random() < 0.8:
+                line += f" -> {self.tame()}"
+            lines.append(line)
+            self.tensors.append(f"y{k}")
+        for k in range(r.randint(0 if r.random() < 0.1 else 1, 2)):
+            if r.random() < 0.3:
+                lines.append(f"  output {r.choice(self.tensors)}")
+            else:
+                lines.append(f"  output o{k}: {self.source()} -> {self.tame()}")
+        if r.random() < 0.3:
+            lines.append(f"  {self.tame()}")  # a bare last line: the output `output`
+        return "\n".join(lines) + "\n"
 
     def file(self) -> str:
         r = self.rng
@@ -245,6 +410,7 @@ def mutate(rng: random.Random, text: str) -> str:
                         "res[",
                         "\r",
                         "\x0c",
+                        *INSERTS,
                     ]
                 )
                 + text[i:]
@@ -281,8 +447,13 @@ def populate(folder: Path) -> None:
 
 
 def generate(rng: random.Random) -> str:
-    if rng.random() < 0.5:
+    r = rng.random()
+    if r < 0.35:
         return Writer(rng).file()
+    if r < 0.55:
+        return Writer(rng).graph()
+    if r < 0.7:
+        return mutate(rng, rng.choice(GRAPH_SEEDS))
     return mutate(rng, (zoo_dir() / rng.choice(ZOO)).read_text("utf-8"))
 
 

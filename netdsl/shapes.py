@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 from netdsl import geometry
 from netdsl.geometry import Num, Reach
 from netdsl.graph import Check, Frame, Graph, Layer, trace_notes
-from netdsl.ops import Each, Sides
+from netdsl.ops import Each
 from netdsl.rules import RULES, Ctx, Out, Shape, ShapeError, Weight, Window, dims, projection
 from netdsl.rules_shape import crop_to, upsample_to
 from netdsl.source import Diagnostic, Diagnostics, NetError, Span
@@ -30,9 +30,9 @@ _SIZED = {"crop": crop_to, "upsample": upsample_to}  # `to=name`: attributes fro
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """A node's receptive field, one entry per spatial axis of the net's input: what each
-    output position sees of the input (`reach`, see geometry.py) and the distance between
-    neighbouring outputs in input pixels (`jump`)."""
+    """A node's receptive field on one of the net's inputs, one entry per spatial axis of that
+    input: what each output position sees of it (`reach`, see geometry.py) and the distance
+    between neighbouring outputs in its pixels (`jump`)."""
 
     reach: tuple[Reach, ...]
     jump: tuple[Num, ...]
@@ -62,6 +62,10 @@ class Node:
     trace: tuple[Frame, ...] = ()
     note: str = ""
     shares: str = ""  # the node whose weights this one uses (a later use of a shared block)
+    # the field on each input of the net this node depends on, keyed by the input's name, in
+    # the order of the net's inputs; `rf` is the first of them (the only one in a net of one
+    # input). An input the node does not depend on has no entry.
+    fields: Mapping[str, Field] = field(default_factory=dict)
 
     @property
     def params(self) -> int:
@@ -194,6 +198,7 @@ class _Pass:
         self.warnings: list[Diagnostic] = []
         self.merged = False
         self.wider = False
+        self.order: dict[str, int] = {}  # input name -> its place among the net's inputs
         consumers: dict[int, list[int]] = {}
         for i, layer in enumerate(self.layers):
             for j in layer.inputs:
@@ -237,8 +242,12 @@ class _Pass:
         if layer.op == "input":  # an input (the first, or another of a net with several)
             shape = self.graph.input_shape if i == 0 else layer.attrs["shape"]
             axes = max(len(shape) - 1, 0)
-            field = Field((geometry.POINT,) * axes, (1,) * axes)
-            self.nodes.append(Node(layer.name, "input", {}, (), shape, (), 0, field, layer.span))
+            point = Field((geometry.POINT,) * axes, (1,) * axes)
+            self.order.setdefault(layer.name, len(self.order))
+            fields = {layer.name: point}
+            self.nodes.append(
+                Node(layer.name, "input", {}, (), shape, (), 0, point, layer.span, fields=fields)
+            )
             return len(self.nodes) - 1
         inputs = [self.index[j] for j in layer.inputs]
         if any(j is None for j in inputs):
@@ -344,7 +353,8 @@ class _Pass:
         return Out(out.shape, out.attrs, (), out.macs, out.window, note)
 
     def append(self, layer: Layer, ins: tuple[int, ...], out: Out, name: str = "") -> int:
-        rf = self.receptive_field(ins, out.window, out.shape)
+        fields = self.receptive_field(ins, out.window, out.shape)
+        rf = next(iter(fields.values()), Field((), ()))
         self.nodes.append(
             Node(
                 name or layer.name,
@@ -359,6 +369,7 @@ class _Pass:
                 layer.trace,
                 out.note,
                 layer.shares if not name else "",
+                fields,
             )
         )
         return len(self.nodes) - 1
@@ -377,21 +388,46 @@ class _Pass:
         norm = RULES["bn"](Ctx("bn", {"eps": 1e-5, "momentum": 0.1}, (want,)))
         return self.append(add, (j,), _with_op(norm, "bn", ""), f"{base}.bn")
 
-    def receptive_field(self, ins: tuple[int, ...], window: Window | None, shape: Shape) -> Field:
-        """The union of what the inputs see (an input of one position, a gate, is broadcast:
-        every output sees all of it), moved by the layer's window."""
-        fields = [self.nodes[j].rf for j in ins]
-        if window is None and len(fields) == 1:  # activations, batch norms: the same field
-            return fields[0]
-        if window is not None and len(self.nodes[ins[0]].shape) - 1 != len(fields[0].reach):
-            return fields[0]  # after a reshape to another rank: the field (already whole) stays
-        reach, jump = fields[0].reach, fields[0].jump
-        for index, other in zip(ins[1:], fields[1:], strict=True):
-            if other.size != fields[0].size:
+    def receptive_field(
+        self, ins: tuple[int, ...], window: Window | None, shape: Shape
+    ) -> Mapping[str, Field]:
+        """The field on each input of the net that `ins` depend on: for each, the union of what
+        the paths from it see (a tensor of one position, a gate, is broadcast: every output sees
+        all of it), moved by the layer's window. Inputs stay apart: what a node sees of one
+        input says nothing of what it sees of another (they may differ in size and rank)."""
+        if window is None and len(ins) == 1:  # activations, batch norms: the same fields
+            return self.nodes[ins[0]].fields
+        paths: dict[str, list[tuple[int, Field]]] = {}
+        for j in ins:
+            for name, seen in self.nodes[j].fields.items():
+                paths.setdefault(name, []).append((j, seen))
+        ordered = sorted(paths, key=lambda name: self.order.get(name, len(self.order)))
+        return {name: self.field_on(paths[name], ins, window, shape) for name in ordered}
+
+    def field_on(
+        self,
+        paths: list[tuple[int, Field]],
+        ins: tuple[int, ...],
+        window: Window | None,
+        shape: Shape,
+    ) -> Field:
+        """One input's field: `paths` are (node, its field on that input) for the layer's
+        inputs that depend on it, in order."""
+        first, base = paths[0]
+        if window is not None and len(self.nodes[ins[0]].shape) - 1 != len(base.reach):
+            return base  # after a reshape to another rank: the field (already whole) stays
+        many = math.prod(shape[1:]) > 1
+        if first != ins[0] and many and math.prod(self.nodes[first].shape[1:]) == 1:
+            base = Field(tuple(_broadcast(r) for r in base.reach), (0,) * len(base.jump))
+        reach, jump = base.reach, base.jump
+        for index, other in paths[1:]:
+            if other.size != paths[0][1].size:
                 self.merged = True
-            if math.prod(self.nodes[index].shape[1:]) == 1 < math.prod(shape[1:]):
+            if math.prod(self.nodes[index].shape[1:]) == 1 and many:
                 other = Field(tuple(_broadcast(r) for r in other.reach), jump)
-            sizes = shape[1:] if len(shape) > 1 else (1,) * len(reach)
+            # the union runs over this node's outputs along each axis of the input; after a
+            # change of rank (a reshape) the fields are whole and one output stands for all
+            sizes = shape[1:] if len(shape) - 1 == len(reach) else (1,) * len(reach)
             joined = tuple(a.union(b, n) for a, b, n in zip(reach, other.reach, sizes, strict=True))
             pairs = zip(joined, reach, other.reach, strict=True)
             if any(u.size > max(a.size, b.size) for u, a, b in pairs):
@@ -455,17 +491,12 @@ class _Pass:
 
 def _fit_rank(attrs: Mapping[str, Any], shape: Shape) -> Mapping[str, Any]:
     """Sizes written once for every axis (`conv3`, `p=1`: `ops.Each`, held for two axes) fitted
-    to the spatial axes of the input: one on a signal (CxL), three on a volume (CxDxHxW); two
-    paddings (`ops.Sides`) on a signal are its begin and end."""
+    to the spatial axes of the input: one on a signal (CxL), three on a volume (CxDxHxW)."""
     rank = len(shape) - 1
-    if rank in (0, 2) or not any(isinstance(v, Each | Sides) for v in attrs.values()):
+    if rank in (0, 2) or not any(isinstance(v, Each) for v in attrs.values()):
         return attrs
     return {
-        k: Each(v[:1] * (len(v) // 2 * rank))
-        if isinstance(v, Each)
-        else v[:2]  # `p=(begin, end)` on a signal
-        if isinstance(v, Sides) and rank == 1
-        else v
+        k: Each(v[:1] * (len(v) // 2 * rank)) if isinstance(v, Each) else v
         for k, v in attrs.items()
     }
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from netdsl.rules import dims
-from netdsl.shapes import Node, ShapedNet
+from netdsl.shapes import Field, Node, ShapedNet
 
 CONVENTIONS = (
     "MACs = multiply-adds of conv, deconv and fc layers (biases, activations, pooling, "
@@ -37,15 +37,20 @@ def mib(n_bytes: float) -> str:
     return f"{n_bytes / 2**10:.1f} KiB"
 
 
-def _rf(node: Node) -> str:
+def _rf(rf: Field) -> str:
     # per spatial axis, once where they agree; a net whose input is a vector has none ("-")
-    sizes = [str(n) for n in node.rf_size]
+    sizes = [str(n) for n in rf.size]
     return "-" if not sizes else sizes[0] if len(set(sizes)) == 1 else "x".join(sizes)
 
 
-def _stride(node: Node) -> str:
-    strides = [f"{s:g}" for s in node.rf_stride]
+def _stride(rf: Field) -> str:
+    strides = [f"{s:g}" for s in _strides(rf)]
     return "-" if not strides else strides[0] if len(set(strides)) == 1 else "x".join(strides)
+
+
+def _strides(rf: Field) -> tuple[float, ...]:
+    # strides multiply: 40 strides of 2^31 make a jump no float holds (shown as inf)
+    return tuple(float(s) if abs(s) < 2**1000 else math.inf for s in rf.stride)
 
 
 def check_line(net: ShapedNet) -> str:
@@ -72,6 +77,18 @@ def spatial_rf(net: ShapedNet) -> Node | None:
     return spatial[-1] if spatial else None
 
 
+def spatial_fields(net: ShapedNet) -> dict[str, Node]:
+    """Per input with spatial axes: the last node with a spatial output that depends on it
+    (in a net of several inputs the last such node may see only one of them)."""
+    found: dict[str, Node] = {}
+    for n in reversed(net.nodes):
+        if len(n.shape) > 1 and math.prod(n.shape[1:]) > 1:
+            for name, rf in n.fields.items():
+                if rf.reach and name not in found:
+                    found[name] = n
+    return {name: found[name] for name in net.input_names if name in found}
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     name: str
@@ -81,19 +98,24 @@ class Row:
     output: str
     params: int
     macs: int
-    rf: str
+    rf: str  # RF/stride on the first input the layer depends on (`row_fields`: on each)
     memory: int
     note: str
+
+
+def _groups(net: ShapedNet, depth: int | None) -> dict[str, list[Node]]:
+    """The layers of each row: one each, or the blocks of the first `depth` name components."""
+    groups: dict[str, list[Node]] = {}
+    for node in net.nodes:
+        key = ".".join(node.name.split(".")[:depth]) if depth else node.name
+        groups.setdefault(key, []).append(node)
+    return groups
 
 
 def rows(net: ShapedNet, depth: int | None = None) -> list[Row]:
     """One row per layer, or per block of the first `depth` name components."""
     out: list[Row] = []
-    groups: dict[str, list[Node]] = {}
-    for node in net.nodes:
-        key = ".".join(node.name.split(".")[:depth]) if depth else node.name
-        groups.setdefault(key, []).append(node)
-    for key, members in groups.items():
+    for key, members in _groups(net, depth).items():
         last = members[-1]
         if len(members) == 1 and key == last.name:
             op, note = last.op, last.note
@@ -109,12 +131,23 @@ def rows(net: ShapedNet, depth: int | None = None) -> list[Row]:
                 dims(last.shape),
                 sum(m.params for m in members),
                 sum(m.macs for m in members),
-                f"{_rf(last)}/{_stride(last)}",
+                f"{_rf(last.rf)}/{_stride(last.rf)}",
                 sum(4 * math.prod(m.shape) for m in members),
                 note,
             )
         )
     return out
+
+
+def row_fields(net: ShapedNet, depth: int | None = None) -> list[dict[str, str]]:
+    """Beside each of `rows`: RF/stride per input the row's (last) layer depends on, keyed by
+    the input's name, for a net of several inputs; a net of one input has only `Row.rf` ([])."""
+    if len(net.inputs) < 2:
+        return []
+    return [
+        {name: f"{_rf(rf)}/{_stride(rf)}" for name, rf in members[-1].fields.items()}
+        for members in _groups(net, depth).values()
+    ]
 
 
 def _window(node: Node, key: str) -> str:
@@ -124,7 +157,11 @@ def _window(node: Node, key: str) -> str:
 
 def table(net: ShapedNet, depth: int | None = None) -> str:
     body = rows(net, depth)
-    header = ("layer", "op", "kernel", "stride", "output", "params", "MACs", "RF/stride", "memory")
+    # several inputs: a field column per input, blank where a layer does not depend on it
+    names = net.input_names if len(net.inputs) > 1 else ()
+    seen = row_fields(net, depth) or [{} for _ in body]
+    fields = tuple(f"RF/stride {name}" for name in names) or ("RF/stride",)
+    header = ("layer", "op", "kernel", "stride", "output", "params", "MACs", *fields, "memory")
     cells = [
         (
             r.name,
@@ -134,13 +171,13 @@ def table(net: ShapedNet, depth: int | None = None) -> str:
             r.output,
             f"{r.params:,}",
             f"{r.macs:,}",
-            r.rf,
+            *((f.get(name, "") for name in names) if names else (r.rf,)),
             mib(r.memory),
         )
-        for r in body
+        for r, f in zip(body, seen, strict=True)
     ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    right = {5, 6, 8}
+    right = {5, 6, len(header) - 1}
 
     def line(values: tuple[str, ...]) -> str:
         parts = [
@@ -169,11 +206,19 @@ def _totals(net: ShapedNet) -> list[str]:
         f"multiply-adds: {net.macs:,} MACs ({si(net.macs)}MACs = {si(2 * net.macs)}FLOPs)",
         f"activations: {net.activations:,} values ({mib(4 * net.activations)} per image)",
     ]
-    if rf is not None:
-        merged = ", the largest over all paths" if net.merged_paths else ""
-        merged = ", the union of all paths" if net.wider_union else merged
+    merged = ", the largest over all paths" if net.merged_paths else ""
+    merged = ", the union of all paths" if net.wider_union else merged
+    if len(net.inputs) > 1:
+        seen = [
+            f"{_rf(node.fields[name])} pixels of {name} at {node.name} "
+            f"(stride {_stride(node.fields[name])})"
+            for name, node in spatial_fields(net).items()
+        ]
+        if seen:
+            lines.append(f"receptive field: {'; '.join(seen)}{merged.replace(',', ';')}")
+    elif rf is not None:
         lines.append(
-            f"receptive field: {_rf(rf)} pixels at {rf.name} (stride {_stride(rf)}{merged})"
+            f"receptive field: {_rf(rf.rf)} pixels at {rf.name} (stride {_stride(rf.rf)}{merged})"
         )
     lines.append(f"conventions: {CONVENTIONS}")
     return lines
@@ -203,6 +248,10 @@ def to_json(net: ShapedNet, depth: int | None = None) -> dict[str, Any]:
                 "macs": n.macs,
                 "rf": list(n.rf_size),
                 "rf_stride": list(n.rf_stride),
+                "fields": {
+                    name: {"rf": list(rf.size), "rf_stride": list(_strides(rf))}
+                    for name, rf in n.fields.items()
+                },
                 "memory": 4 * math.prod(n.shape),
                 **({"note": n.note} if n.note else {}),
             }
@@ -216,12 +265,28 @@ def to_json(net: ShapedNet, depth: int | None = None) -> dict[str, Any]:
             "activations": net.activations,
             "rf": list(rf.rf_size) if rf else None,
             "rf_max_over_paths": net.merged_paths,
+            "fields": {
+                name: {
+                    "layer": node.name,
+                    "rf": list(node.fields[name].size),
+                    "rf_stride": list(_strides(node.fields[name])),
+                }
+                for name, node in spatial_fields(net).items()
+            },
         },
         "defaults_used": list(net.defaults_used),
         "warnings": [w.render() for w in net.warnings],
         "conventions": CONVENTIONS,
-        **({"blocks": [asdict(r) for r in rows(net, depth)]} if depth else {}),
+        **({"blocks": _blocks(net, depth)} if depth else {}),
     }
+
+
+def _blocks(net: ShapedNet, depth: int) -> list[dict[str, Any]]:
+    blocks = [asdict(r) for r in rows(net, depth)]
+    if len(net.inputs) > 1:  # a net of one input has only `rf`
+        for block, fields in zip(blocks, row_fields(net, depth), strict=True):
+            block["fields"] = fields
+    return blocks
 
 
 def _ints(value: Any) -> list[int] | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from netdsl.rules import dims
 from netdsl.shapes import Node, ShapedNet
-from netdsl.summary import CONVENTIONS, check_line, rows, si, to_json
+from netdsl.summary import CONVENTIONS, check_line, row_fields, rows, si, to_json
 
 HEADINGS = {"name": "layer", "rf": "RF/stride", "macs": "MACs", "memory": "memory (bytes)"}
 NUMERIC = {"params", "macs", "memory", "buffers", "flops", "activations", "nodes"}
@@ -102,7 +102,23 @@ class Table:
         return f"<Table {self.title}: {len(self.rows)} rows>"
 
 
+def _spread(
+    row: dict[str, Any], fields: Mapping[str, str], inputs: Sequence[str]
+) -> dict[str, Any]:
+    """A row of a net with several inputs: its `rf` column becomes one per input (`rf a`, blank
+    where the layer does not depend on that input), as in the text table."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key == "rf":
+            out.update({f"rf {name}": fields.get(name, "") for name in inputs})
+        else:
+            out[key] = value
+    return out
+
+
 def _heading(column: str) -> str:
+    if column.startswith("rf "):
+        return f"RF/stride {column[3:]}"
     return HEADINGS.get(column, column)
 
 
@@ -121,6 +137,9 @@ def _cell(column: str, value: Any) -> str:
 def summary(net: ShapedNet, depth: int | None = None) -> Table:
     """The summary of `net` as a `Table`: one row per layer, or per block of `depth` name parts."""
     body = [asdict(r) for r in rows(net, depth)]
+    if len(net.inputs) > 1:  # a column of fields per input
+        spread = zip(body, row_fields(net, depth), strict=True)
+        body = [_spread(row, fields, net.input_names) for row, fields in spread]
     columns = tuple(k for k in (body[0] if body else {}) if any(r[k] for r in body) or k != "note")
     total = to_json(net)["total"]
     totals = {k: total[k] for k in ("params", "buffers", "macs", "flops", "activations")}

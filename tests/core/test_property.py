@@ -2,7 +2,9 @@
 another exception, and within a second; and an error that has a place in the text always
 renders as `file:line:col: error:` with the line and a caret under it.
 
-Inputs are the zoo files (`nets/*.net`) and seed texts of our own, mutated by hypothesis:
+Inputs are the zoo files (`nets/*.net`), seed texts of our own and the graphs of
+bench/fuzz_long.py (named inputs of every rank, shared blocks, merges, `crop(to=)`, several
+outputs, the shape layers), mutated by hypothesis:
 characters and tokens deleted, inserted and replaced; numbers swapped for zero, negative and
 huge ones (huge here means past the limits, which are refused at once; see test_language.py for
 nets near the limits and test_errors.py for integers of more than 4,300 digits).
@@ -52,7 +54,8 @@ OWN = [
         "  output c: [ya, yb] -> concat -> gap -> fc(3)\n  output y: ya\n",
     ]
 ]
-SEEDS = ZOO + OWN
+GRAPHS = [("graph.net", text) for text in fuzz_long.GRAPH_SEEDS]
+SEEDS = ZOO + OWN + GRAPHS
 assert len(ZOO) >= 10, "the zoo files are seeds"
 
 TOKENS = [
@@ -119,6 +122,7 @@ TOKENS = [
     "true",
     "same",
     "c",
+    *fuzz_long.INSERTS,  # the graph forms, the other ranks, the shape layers
 ]
 NUMBERS = [
     "0",
@@ -187,10 +191,25 @@ def check_net(net: netdsl.ShapedNet) -> None:
         assert node.shape and all(d >= 1 for d in node.shape), node.name
         assert node.params >= 0 and node.macs >= 0
     assert net.params == sum(n.params for n in net.nodes)
+    check_fields(net)
     assert len({n.name for n in net.nodes}) == len(net.nodes), "layer names are unique"
     for warning in net.warnings:
         assert warning.severity == "warning"
         check_diagnostic(warning)
+
+
+def check_fields(net: netdsl.ShapedNet) -> None:
+    """A field per input a node depends on (at least one), in the order of the net's inputs,
+    of that input's rank; `rf` is the first."""
+    names = net.input_names
+    rank = {net.nodes[i].name: len(net.nodes[i].shape) - 1 for i in net.inputs}
+    for node in net.nodes:
+        assert node.fields, node.name
+        assert list(node.fields) == [n for n in names if n in node.fields], node.name
+        assert node.rf == next(iter(node.fields.values()))
+        assert all(len(f.reach) == len(f.jump) == rank[n] for n, f in node.fields.items())
+        for j in node.inputs:  # what a layer's inputs see, it sees
+            assert set(net.nodes[j].fields) <= set(node.fields), node.name
 
 
 CARET = re.compile(r"^  [ \t]*\^+$")
@@ -253,10 +272,20 @@ def test_mutated_nets_give_a_net_or_a_net_error(seed: tuple[str, str]) -> None:
     check_answer(text, name)
 
 
+SOUP_HEADS = [
+    "input 3x8x8\n",
+    "net g:\n  input a: 1x8x8, b: 1x16\n  y = a -> ",
+    "net v:\n  input a: 2x4x8x8, b: 2x4x8x8\n  t = [conv3(2)]\n  ",
+]
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from([*TOKENS, *NUMBERS, "a", "b1"]), max_size=40))
-def test_token_soup_gives_a_net_or_a_net_error(tokens: list[str]) -> None:
-    check_answer("input 3x8x8\n" + " ".join(tokens))
+@given(
+    st.sampled_from(SOUP_HEADS),
+    st.lists(st.sampled_from([*TOKENS, *NUMBERS, "a", "b", "b1", "y", "t"]), max_size=40),
+)
+def test_token_soup_gives_a_net_or_a_net_error(head: str, tokens: list[str]) -> None:
+    check_answer(head + " ".join(tokens))
 
 
 @settings(max_examples=100, deadline=None)
