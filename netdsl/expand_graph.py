@@ -20,7 +20,8 @@ from netdsl.source import Diagnostics, NetError, Span
 if TYPE_CHECKING:
     from netdsl.expand import _Scope
 
-MERGES = ("concat", "add", "mul")  # what may follow `[a, b]`
+MERGES = ("concat", "add", "mul", "mean", "sub")  # what may follow `[a, b]`
+ARITY = {"mul": ("a map and its gate", 2), "sub": ("a - b", 2)}  # merges of exactly 2 tensors
 SIZED_BY = {"crop": "size", "upsample": "f"}  # layers that can take another tensor's sizes
 NOTHING = -1  # no tensor flows in yet (a line of a net with several inputs)
 FAILED = -2  # what flowed in failed; its error is reported, later layers stay silent
@@ -76,6 +77,14 @@ class GraphCalls:
             return FAILED
         if after.args or after.stride is not None:
             self.diagnostics.error(f"the merge '{after.name}' takes no arguments", after.span)
+            return FAILED
+        what, count = ARITY.get(after.name, ("", len(outs)))
+        if len(outs) != count:
+            self.diagnostics.error(
+                f"'{after.name}' takes exactly {count} tensors ({what}), got {len(outs)}",
+                after.span,
+                [f"the tensors are listed at {bundle.span.where}", *_trace_notes(trace)],
+            )
             return FAILED
         attrs: dict[str, Any] = {"auto": False} if after.name == "add" else {"listed": True}
         return self.emit(scope.name(after.name), after.name, attrs, outs, after.span, trace)

@@ -336,6 +336,7 @@ OPS: dict[str, Op] = {
             Param("axis", axis, 1),
         ),
         _op("identity", "passes its input through"),
+        _op("abs", "absolute value, element by element"),
         _op(
             "bn",
             "batch normalisation",
@@ -356,7 +357,8 @@ OPS: dict[str, Op] = {
 }
 
 # Ops the language writes as structure, not as calls: `res[...]` adds, `{a | b}` and
-# `dense[...]` concatenate, `scale[...]` multiplies by a gate. With OPS they are the index of
+# `dense[...]` concatenate, `scale[...]` multiplies by a gate, and `[a, b] -> NAME` merges
+# listed tensors (expand_graph.MERGES). With OPS they are the index of
 # every op: each has a shape rule (rules.RULES, or a lowering in rules.LOWERINGS), an ONNX
 # emitter, an initialisation, a training decision, an fp16 decision and a TensorRT entry;
 # tests/test_op_table.py checks every one, so an op cannot be half-added.
@@ -364,6 +366,8 @@ STRUCTURAL = {
     "add": "sum of a residual block's body and shortcut, or of summed branches",
     "concat": "concatenation of branches on channels",
     "mul": "a gate broadcast over space, times its input",
+    "mean": "element-wise mean of listed tensors of one shape: `[a, b] -> mean`",
+    "sub": "difference a - b of two listed tensors of one shape: `[a, b] -> sub`",
 }
 
 

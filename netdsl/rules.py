@@ -300,6 +300,34 @@ def add(ctx: Ctx) -> Out:
     return Out(first, {})
 
 
+def _equal(ctx: Ctx, failed: str) -> Out:
+    """An element-wise merge of tensors of one shape (`mean`, `sub`); `failed` says what could
+    not be done, with the shapes in their listed order."""
+    first = ctx.inputs[0]
+    if all(other == first for other in ctx.inputs[1:]):
+        return Out(first, {})
+    notes = []
+    spatial = list(dict.fromkeys(s[1:] for s in ctx.inputs))  # in listed order, once each
+    if len({len(s) for s in ctx.inputs}) == 1 and len(first) > 1 and len(spatial) > 1:
+        smallest = min(spatial, key=math.prod)
+        if all(all(n >= m for n, m in zip(s, smallest, strict=True)) for s in spatial):
+            larger = ", ".join(dims(s) for s in spatial if s != smallest)
+            notes.append(
+                f"crop the larger map ({larger}) to {dims(smallest)} first: "
+                f"[a -> crop(to=b), b] -> {ctx.written}"
+            )
+    raise ShapeError(f"{failed}: shapes must be equal", notes)
+
+
+def mean(ctx: Ctx) -> Out:
+    return _equal(ctx, f"cannot average {', '.join(dims(s) for s in ctx.inputs)}")
+
+
+def sub(ctx: Ctx) -> Out:
+    a, b = ctx.inputs
+    return _equal(ctx, f"cannot subtract {dims(b)} from {dims(a)}")
+
+
 def concat(ctx: Ctx) -> Out:
     first = ctx.inputs[0]
     for other in ctx.inputs[1:]:
@@ -375,12 +403,15 @@ RULES: dict[str, Callable[[Ctx], Out]] = {
     "tanh": same_shape,
     "softmax": same_shape,
     "identity": same_shape,
+    "abs": same_shape,
     "dropout": same_shape,
     "bn": bn,
     "lrn": lrn,
     "add": add,
     "concat": concat,
     "mul": mul,
+    "mean": mean,
+    "sub": sub,
 }
 
 # the layers that move, cut, resize or regroup a tensor, the locally connected layer, and

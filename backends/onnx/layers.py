@@ -208,6 +208,18 @@ def add(e: Emitter, node: Node, xs: list[str]) -> str:
     return e.add("Add" if len(xs) == 2 else "Sum", xs)
 
 
+def mean(e: Emitter, node: Node, xs: list[str]) -> str:
+    return e.add("Mean", xs)
+
+
+def sub(e: Emitter, node: Node, xs: list[str]) -> str:
+    return e.add("Sub", xs)
+
+
+def abs_(e: Emitter, node: Node, xs: list[str]) -> str:
+    return e.add("Abs", xs)
+
+
 def concat(e: Emitter, node: Node, xs: list[str]) -> str:
     return e.add("Concat", xs, axis=1)
 
@@ -237,12 +249,15 @@ EMITTERS: dict[str, Emit] = {
     "tanh": tanh,
     "softmax": softmax,
     "identity": identity,
+    "abs": abs_,
     "dropout": dropout,
     "bn": bn,
     "lrn": lrn,
     "add": add,
     "concat": concat,
     "mul": mul,
+    "mean": mean,
+    "sub": sub,
 }
 
 # the layers of netdsl/rules_shape.py (layers_shape.py uses Emitter, hence the import here)

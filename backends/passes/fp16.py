@@ -29,6 +29,7 @@ PRECISION = {
     **dict.fromkeys(("Softmax", "LRN"), "fp32"),
     **dict.fromkeys(
         (
+            "Abs",
             "Add",
             "AveragePool",
             "BatchNormalization",
@@ -45,6 +46,7 @@ PRECISION = {
             "LeakyRelu",
             "MatMul",
             "MaxPool",
+            "Mean",
             "Mul",
             "Pad",
             "ReduceMax",
@@ -52,6 +54,7 @@ PRECISION = {
             "Reshape",
             "Resize",
             "Slice",
+            "Sub",
             "Transpose",
             "Relu",
             "Sigmoid",

@@ -45,6 +45,7 @@ FLOATS = frozenset({F32, F16})
 
 # op -> the data types TensorRT takes for its main input
 SUPPORTED: dict[str, frozenset[int]] = {
+    "Abs": frozenset({F32, F16, I32}),
     "Add": frozenset({F32, F16, I32}),
     "AveragePool": frozenset({F32, F16, I8}),
     "BatchNormalization": FLOATS,
@@ -70,12 +71,14 @@ SUPPORTED: dict[str, frozenset[int]] = {
     "Slice": frozenset({F32, F16, I32, I8, BOOL}),
     "Transpose": frozenset({F32, F16, I32, I8, BOOL}),
     "MaxPool": frozenset({F32, F16, I8}),
+    "Mean": frozenset({F32, F16, I32}),
     "Mul": frozenset({F32, F16, I32}),
     "QuantizeLinear": FLOATS,
     "Relu": frozenset({F32, F16, I8}),
     "Reshape": frozenset({F32, F16, I32, I8, BOOL}),
     "Sigmoid": frozenset({F32, F16, I8}),
     "Softmax": FLOATS,
+    "Sub": frozenset({F32, F16, I32}),
     "Sum": frozenset({F32, F16, I32}),
     "Tanh": frozenset({F32, F16, I8}),
     "Unsqueeze": frozenset({F32, F16, I32, I8, BOOL}),

@@ -70,6 +70,12 @@ def add(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
     return [g.unbroadcast(dy, out, x) if w else None for x, w in zip(node.input, want, strict=True)]
 
 
+def mean(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
+    """Mean of N inputs: each gets dy / N, summed over its broadcast axes."""
+    dy, out = g.add("Div", [first(dys), g.const(float(len(node.input)))]), g.shape(node.output[0])
+    return [g.unbroadcast(dy, out, x) if w else None for x, w in zip(node.input, want, strict=True)]
+
+
 def sub(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
     dy, out = first(dys), g.shape(node.output[0])
     a, b = node.input
@@ -130,6 +136,11 @@ def reduce(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
 # ---- activations -------------------------------------------------------------------------------
 
 
+def abs_(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
+    """dy times the sign of x (0 at 0, as PyTorch's subgradient)."""
+    return [g.add("Mul", [first(dys), g.add("Sign", [node.input[0]])])]
+
+
 def relu(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
     """dy where the output is positive: a 0/1 mask times dy (measured: 3x faster in
     onnxruntime than Where)."""
@@ -182,6 +193,7 @@ def dropout(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
 
 
 GRADIENTS: dict[str, Rule] = {
+    "Abs": abs_,
     "Add": add,
     "AveragePool": avgpool,
     "BatchNormalization": batchnorm,
@@ -199,6 +211,7 @@ GRADIENTS: dict[str, Rule] = {
     "LRN": lrn,
     "LeakyRelu": leakyrelu,
     "MaxPool": maxpool,
+    "Mean": mean,
     "Mul": mul,
     "Neg": neg,
     "Pow": pow_,

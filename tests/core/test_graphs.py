@@ -67,6 +67,22 @@ SHAPES = [
         {"y": (4, 4, 4), "z": (4, 4, 4)},
         20,
     ),
+    (  # Koch et al.'s L1 distance: |a - b| component by component
+        "net l1:\n    input a: 2x8x8, b: 2x8x8\n    output d: [a, b] -> sub -> abs -> fc(1)\n",
+        {"d": (1,)},
+        128 + 1,
+    ),
+    (  # the mean of three maps of one shape (a two-stream net's late fusion, with three)
+        "net m:\n    input x: 2x4x4\n    y = x -> conv1x1(2)\n    [x, y, x -> relu] -> mean\n",
+        {"output": (2, 4, 4)},
+        6,
+    ),
+    (  # scores: the mean of two softmaxes over 5 classes
+        "net f:\n    input a: 3x4x4, b: 6x4x4\n    sa = a -> fc(5) -> softmax\n"
+        "    sb = b -> fc(5) -> softmax\n    output s: [sa, sb] -> mean\n",
+        {"s": (5,)},
+        48 * 5 + 5 + 96 * 5 + 5,
+    ),
     (  # a block used once holds its weights; a block never used adds nothing
         "net b:\n    input x: 3x8x8\n    unused = [conv3x3(64)]\n    body = [conv3x3(4) -> relu]\n"
         "    output y: x -> body -> gap\n",
@@ -148,6 +164,43 @@ ERRORS = [
     ),
     ("net s:\n    input x: 1x8x8\n    [x, x] -> relu\n", "must be merged next", "3:15"),
     ("net s:\n    input x: 1x8x8\n    [x, x] -> concat(1)\n", "takes no arguments", "3:15"),
+    ("net s:\n    input x: 1x8x8\n    [x, x] -> mean(2)\n", "takes no arguments", "3:15"),
+    (
+        "net s:\n    input x: 1x8x8\n    [x, x, x] -> sub\n",
+        "'sub' takes exactly 2 tensors (a - b), got 3",
+        "3:18",
+    ),
+    (  # a gate and a map: `[x, x, x] -> mul` was an internal error
+        "net s:\n    input x: 1x8x8\n    [x, x, x] -> mul\n",
+        "'mul' takes exactly 2 tensors (a map and its gate), got 3",
+        "3:18",
+    ),
+    (
+        "net s:\n    input x: 8x56x56\n    y = x -> crop(48)\n    [x, y] -> sub\n",
+        "cannot subtract 8x48x48 from 8x56x56: shapes must be equal",
+        "4:15",
+    ),
+    (
+        "net s:\n    input x: 8x56x56\n    y = x -> crop(48)\n    [x, y] -> mean\n",
+        "cannot average 8x56x56, 8x48x48: shapes must be equal",
+        "4:15",
+    ),
+    (
+        "net s:\n    input x: 8x56x56\n    y = x -> crop(48)\n    [y, x] -> mean\n",
+        "crop the larger map (56x56) to 48x48 first: [a -> crop(to=b), b] -> mean",
+        "4:15",
+    ),
+    (
+        "net s:\n    input x: 8x6x6\n    y = x -> conv1x1(4)\n    [x, y, x] -> mean\n",
+        "cannot average 8x6x6, 4x6x6, 8x6x6: shapes must be equal",
+        "4:18",
+    ),
+    (
+        "net s:\n    input x: 8x6x6\n    y = x -> gap -> flatten\n    [x, y] -> sub\n",
+        "cannot subtract 8 from 8x6x6",
+        "4:15",
+    ),
+    ("net s:\n    input x: 1x8x8\n    x -> abs(1)\n", "'abs' takes no arguments", "3:14"),
     (
         "net s:\n    input x: 1x8x8\n    t = [relu]\n    x -> t(2)\n",
         "is a shared block; it takes no",

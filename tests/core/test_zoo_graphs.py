@@ -26,6 +26,8 @@ needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch and torchinfo are 
 GRAPHS: dict[str, str] = {
     "wavenet": "bench.peers_wavenet:wavenet",
     "bn_inception": "bench.peers_inception:bn_inception",
+    "two_stream": "bench.peers_streams:two_stream",
+    "siamese": "bench.peers_streams:siamese",
 }
 
 

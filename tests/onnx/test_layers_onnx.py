@@ -93,6 +93,7 @@ CASES: dict[str, tuple[str, tuple[int, ...], Callable[..., T]]] = {
         lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=True),
     ),
     "gated": ("gated", (6, 3, 3), lambda x: torch.tanh(x[:, :3]) * torch.sigmoid(x[:, 3:])),
+    "abs": ("abs", (2, 3, 4), torch.abs),
 }
 
 

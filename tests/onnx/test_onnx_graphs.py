@@ -49,6 +49,15 @@ net gated:
     s = [x, y] -> add
     output z: [s, g] -> mul
 """,
+    """
+net l1:
+    input a: 2x8x8, b: 2x8x8
+    tower = [conv3x3(4) -> relu -> maxpool2x2]
+    ya = a -> tower
+    yb = b -> tower
+    output d: [ya, yb] -> sub -> abs -> fc(3)
+    output m: [a, b, a -> conv1x1(2)] -> mean
+""",
 ]
 
 
@@ -61,7 +70,7 @@ def feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize("text", NETS, ids=["siamese", "heads", "unet_step", "gated"])
+@pytest.mark.parametrize("text", NETS, ids=["siamese", "heads", "unet_step", "gated", "l1_mean"])
 def test_checked_and_runs_as_the_reference(text: str) -> None:
     import onnxruntime
 
@@ -169,3 +178,38 @@ def test_refused_with_the_reason(call: object, fragment: str) -> None:
     with pytest.raises(netdsl.NetError) as caught:
         call()  # type: ignore[operator]
     assert fragment in caught.value.render()
+
+
+@pytest.mark.parametrize(("name", "batch"), [("siamese", 2), ("two_stream", 1)])
+def test_zoo_graph_equals_its_pytorch_twin(name: str, batch: int) -> None:
+    """The zoo's Siamese net (L1 distance: sub, abs) and two-stream net (mean of two softmaxes)
+    compute what their twins in bench/peers_streams.py compute, given the twins' weights (in
+    the same order, shape by shape)."""
+    torch = pytest.importorskip("torch")
+    import onnxruntime
+
+    from bench import peers_streams
+
+    torch.manual_seed(0)
+    twin, shapes = getattr(peers_streams, name)()
+    twin.eval()
+    net = netdsl.load(name)
+    tensors = [(n.name, w) for n in net.nodes if not n.shares for w in n.weights]
+    theirs = list(twin.state_dict().values())
+    assert [tuple(w.shape) for _, w in tensors] == [tuple(t.shape) for t in theirs]
+    arrays = {f"{n}.{w.name}": t.numpy() for (n, w), t in zip(tensors, theirs, strict=True)}
+    model = emit.to_onnx(net, weights=arrays, mode="inference")
+    rng = np.random.default_rng(3)
+    names = [v.name for v in model.graph.input]
+    x = {n: rng.random((batch, *s), dtype=np.float32) for n, s in zip(names, shapes, strict=True)}
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (got,) = session.run(None, x)
+    with torch.no_grad():
+        want = twin(*(torch.from_numpy(a) for a in x.values())).numpy()
+    assert got.shape == want.shape
+    # default initialisation squashes the outputs together (a sigmoid near 0.5, softmaxes near
+    # 1/101), so the error is held to a small part of their spread as well
+    error, spread = float(np.abs(got - want).max()), float(np.ptp(want))
+    assert error < 1e-6 and error < 0.01 * spread, (error, spread)

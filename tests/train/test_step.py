@@ -108,6 +108,9 @@ SKIPPED = {
     "c3d": "3-D",
     # 1-D convolutions (WaveNet's): the gradient rules are not written for signals yet
     "wavenet": "1-D",
+    # two image inputs (RGB and optical flow; a pair of images to compare)
+    "two_stream": "several inputs",
+    "siamese": "several inputs",
 }
 BATCH = 4
 
