@@ -119,3 +119,27 @@ def test_outputs_and_data_are_chosen_clearly(
     assert fragment in err and "Traceback" not in err
     if not flags:
         assert "--loss-output same" in err
+
+
+def test_one_named_input_keeps_the_x_keys_and_its_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`input img: ...` with `output cls: ...`: the npz keeps x_train ..., and the model
+    evaluated and written takes `img` (normalised inside) and answers `cls` (this run used to
+    feed `input` to that model and stop with an internal error)."""
+    net = tmp_path / "one.net"
+    net.write_text(
+        "net one:\n    input img: 1x8x8\n    output cls: img -> conv3x3(4) -> gap -> fc(3)\n"
+    )
+    rng = np.random.default_rng(1)
+    x = rng.random((45, 1, 8, 8), dtype=np.float32)
+    y = np.arange(45) % 3
+    np.savez(tmp_path / "one.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+    out = tmp_path / "run"
+    args = ["train", str(net), "--data", f"npz:{tmp_path / 'one.npz'}", "--epochs", "1"]
+    assert main([*args, "--out", str(out), "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["img"]
+    (scores,) = sess.run(["cls"], {"img": x[30:]})
+    assert float((scores.argmax(1) == y[30:]).mean()) == pytest.approx(report["test_accuracy"])
