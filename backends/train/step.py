@@ -259,6 +259,15 @@ def check_trainable(net: ShapedNet, loss_output: str | None = None) -> int:
             f"must be a vector of at least 2 class scores, got {'x'.join(map(str, out.shape))}",
             out.span,
         )
+    merged = [net.nodes[j] for j in out.inputs]
+    if out.op != "softmax" and merged and all(n.op == "softmax" for n in merged):
+        raise NetError(
+            f"a training step takes class scores (logits) at the output its loss is on, but "
+            f"{out.name} combines the probabilities of {', '.join(n.name for n in merged)}: "
+            "the cross-entropy would take them for scores",
+            out.span,
+            ["merge the scores before one softmax, or train each branch as a net of its own"],
+        )
     return out.shape[0]
 
 

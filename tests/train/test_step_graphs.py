@@ -255,9 +255,20 @@ def test_outputs_not_chosen_are_left_out() -> None:
         ("two_outputs_first", None, "has 2 outputs (cls, seg); training needs the one"),
         ("two_outputs_first", "nope", "has no output 'nope' to train on (its outputs: cls, seg)"),
         ("two_outputs_first", "seg", "the loss of heads is on its output 'seg', which must be"),
+        ("averaged_probabilities", None, "y.add1 combines the probabilities of y.softmax1, y"),
     ],
 )
 def test_refusals(case: str, output: str | None, fragment: str) -> None:
+    text = REFUSED.get(case) or NETS[case][0]
     with pytest.raises(NetError) as caught:
-        to_training_step(netdsl.parse(NETS[case][0]), "sgd", loss_output=output)
+        to_training_step(netdsl.parse(text), "sgd", loss_output=output)
     assert fragment in caught.value.render()
+
+
+REFUSED = {  # late fusion of softmax scores: probabilities, not the logits the loss takes
+    "averaged_probabilities": """
+net late:
+    input a: 4, b: 4
+    output y: [a -> fc(3) -> softmax, b -> fc(3) -> softmax] -> add
+""",
+}
