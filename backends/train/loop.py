@@ -14,7 +14,9 @@ uninterrupted one does; a resumed run refuses other data (its fingerprint is in 
 checkpoint), another net or changed settings (`settings.py`). Divergence stops a run
 (`Diverged`): a loss that is not finite, or, from the `WARMUP`th step on, a mean loss over the
 last `WINDOW` steps above `BLOWUP` times the loss it started from (that of the first step, or
-ln(classes), a uniform guess's, if larger).
+ln(classes), a uniform guess's, if larger). A net of several inputs trains on one array per
+input (`Dataset.more`), fed as they are (no normalisation or augmentation), with the loss and
+the test accuracy on its chosen output (`Config.loss_output`).
 """
 
 from __future__ import annotations

@@ -13,10 +13,13 @@ A trailing softmax is folded into the loss, softmax cross-entropy from logits (w
 smoothing). The optimizer (`update.py`) closes the graph. Everything is standard ONNX (opset
 17), so any onnxruntime, CPU or CUDA, trains the net, and Netron shows the whole step.
 
-Inputs: `input`, `labels` (int64), dropout masks, the parameters, the optimizer state
-(`<param>.<slot>`), the running statistics, `lr` (float) and `step` (int64, steps done).
-Outputs: `loss`, `correct` (int64), then `<name>.next` for each updated tensor, and optionally
-`input.grad`.
+Inputs: `input` (a net of several inputs: each by its name), `labels` (int64), dropout masks,
+the parameters, the optimizer state (`<param>.<slot>`), the running statistics, `lr` (float) and
+`step` (int64, steps done). Outputs: `loss`, `correct` (int64), then `<name>.next` for each
+updated tensor, and optionally `<input>.grad`. Nets that are graphs: the loss is on one chosen
+output and the step holds only the layers it depends on; a shared block's tensors are one input
+each (the gradients of its uses sum), and a shared batch norm updates its running statistics
+once per use, in order, as a PyTorch module called twice does.
 """
 
 from __future__ import annotations
