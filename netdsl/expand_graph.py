@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from netdsl import syntax as ast
 from netdsl.evaluate import Env
-from netdsl.graph import Frame
+from netdsl.graph import Frame, trace_notes
 from netdsl.source import Diagnostics, NetError, Span
 
 if TYPE_CHECKING:
@@ -162,6 +162,4 @@ class GraphCalls:
 
 
 def _trace_notes(trace: tuple[Frame, ...]) -> list[str]:
-    from netdsl.expand import trace_notes
-
     return trace_notes(trace)

@@ -19,7 +19,7 @@ from typing import Any
 from netdsl import geometry
 from netdsl.geometry import Num, Reach
 from netdsl.graph import Check, Frame, Graph, Layer, trace_notes
-from netdsl.ops import Each
+from netdsl.ops import Each, Sides
 from netdsl.rules import RULES, Ctx, Out, Shape, ShapeError, Weight, Window, dims, projection
 from netdsl.rules_shape import crop_to, upsample_to
 from netdsl.source import Diagnostic, Diagnostics, NetError, Span
@@ -491,12 +491,17 @@ class _Pass:
 
 def _fit_rank(attrs: Mapping[str, Any], shape: Shape) -> Mapping[str, Any]:
     """Sizes written once for every axis (`conv3`, `p=1`: `ops.Each`, held for two axes) fitted
-    to the spatial axes of the input: one on a signal (CxL), three on a volume (CxDxHxW)."""
+    to the spatial axes of the input: one on a signal (CxL), three on a volume (CxDxHxW); two
+    paddings (`ops.Sides`) on a signal are its begin and end."""
     rank = len(shape) - 1
-    if rank in (0, 2) or not any(isinstance(v, Each) for v in attrs.values()):
+    if rank in (0, 2) or not any(isinstance(v, Each | Sides) for v in attrs.values()):
         return attrs
     return {
-        k: Each(v[:1] * (len(v) // 2 * rank)) if isinstance(v, Each) else v
+        k: Each(v[:1] * (len(v) // 2 * rank))
+        if isinstance(v, Each)
+        else v[:2]  # `p=(begin, end)` on a signal
+        if isinstance(v, Sides) and rank == 1
+        else v
         for k, v in attrs.items()
     }
 
