@@ -262,8 +262,8 @@ def check_trainable(net: ShapedNet, loss_output: str | None = None) -> int:
             f"must be a vector of at least 2 class scores, got {'x'.join(map(str, out.shape))}",
             out.span,
         )
-    merged = [net.nodes[j] for j in out.inputs]
-    if out.op != "softmax" and merged and all(n.op == "softmax" for n in merged):
+    merged = [net.nodes[j] for j in out.inputs]  # a merge of several softmaxes: late fusion
+    if len(merged) > 1 and all(n.op == "softmax" for n in merged):
         raise NetError(
             f"a training step takes class scores (logits) at the output its loss is on, but "
             f"{out.name} combines the probabilities of {', '.join(n.name for n in merged)}: "
