@@ -87,7 +87,7 @@ def load(
     if inputs is not None and len(inputs) > 1:
         if kind != "npz":
             raise NetError(
-                f"a net of several inputs ({', '.join(inputs)}) trains on an npz dataset, "
+                f"a net of several inputs ({', '.join(inputs)}) reads its data from an npz, "
                 f"not {kind}",
                 None,
                 [f"an npz of {', '.join(input_keys(tuple(inputs)))}"],

@@ -101,20 +101,28 @@ def compile_net(net: ShapedNet, options: CompileOptions = CompileOptions()) -> o
     return model
 
 
-def calibration_images(net: ShapedNet, calibration: Calibration | None) -> np.ndarray:
-    """The first `calibration.images` training images of its dataset, fitted to the net."""
+def calibration_images(
+    net: ShapedNet, calibration: Calibration | None
+) -> np.ndarray | dict[str, np.ndarray]:
+    """The first `calibration.images` training images of its dataset, fitted to the net; for a
+    net of several inputs, an npz's `<input>_train` samples by input name. Labels are not used."""
     from netdsl.backends.data import sources as data
 
     if calibration is None:
         raise NetError("int8 needs calibration images (real ones, e.g. the digits dataset)")
     if calibration.images < 1:
         raise NetError(f"int8 needs at least one calibration image, not {calibration.images}")
+    n = calibration.images
+    if len(net.inputs) > 1:
+        shapes = {net.nodes[i].name: net.nodes[i].shape for i in net.inputs}
+        loaded = data.load(calibration.spec, inputs=shapes)
+        arrays = [loaded.x_train, *(train for train, _ in loaded.more.values())]
+        return {name: x[:n] for name, x in zip(loaded.names, arrays, strict=True)}
     if len(net.input_shape) != 3:
         raise NetError(f"int8 calibration needs an image input, {net.name} takes a vector")
-    classes = net.output_shape[0] if len(net.output_shape) == 1 else 2**31
     loaded = data.load(calibration.spec)
-    fitted = data.fit(loaded, net.input_shape, classes, net.name, calibration.fit)
-    images: np.ndarray = fitted.x_train[: calibration.images]
+    fitted = data.fit(loaded, net.input_shape, 2**31, net.name, calibration.fit)
+    images: np.ndarray = fitted.x_train[:n]
     return images
 
 

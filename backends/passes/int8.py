@@ -40,13 +40,16 @@ TARGETS = ("onnxruntime", "tensorrt")
 
 
 class _Batches:
-    """onnxruntime's calibration reader over an N x C x H x W array, `batch` images at a time."""
+    """onnxruntime's calibration reader over one N x ... array per input, `batch` at a time."""
 
-    def __init__(self, name: str, images: np.ndarray, batch: int = 16) -> None:
+    def __init__(self, feeds: dict[str, np.ndarray], batch: int = 16) -> None:
         # equal batches only: onnxruntime 1.19's percentile collector stacks them
-        batch = min(batch, len(images))
-        full = len(images) - len(images) % batch
-        self.items = iter([{name: images[i : i + batch]} for i in range(0, full, batch)])
+        count = min(len(x) for x in feeds.values())
+        batch = min(batch, count)
+        full = count - count % batch
+        self.items = iter(
+            [{k: x[i : i + batch] for k, x in feeds.items()} for i in range(0, full, batch)]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.items, None)
@@ -69,12 +72,13 @@ def _kept_fp32(model: onnx.ModelProto) -> list[str]:
 
 def quantize_int8(
     model: onnx.ModelProto,
-    images: np.ndarray,
+    images: np.ndarray | dict[str, np.ndarray],
     method: str = "percentile",
     target: str = "onnxruntime",
 ) -> onnx.ModelProto:
     """The model with int8 QDQ weights and activations, calibrated on `images` (float32,
-    N x C x H x W, scaled as the model expects). Pass a model whose batch norms are folded
+    N x C x H x W, scaled as the model expects; for a model of several inputs, one array per
+    input name, with as many samples each). Pass a model whose batch norms are folded
     (`to_onnx(..., fold_bn=True)`); the argument is never changed."""
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -87,16 +91,27 @@ def quantize_int8(
         raise NetError(f"calibration method must be one of {', '.join(METHODS)}, not '{method}'")
     if not any(n.op_type in ("Conv", "Gemm", "ConvTranspose") for n in model.graph.node):
         raise NetError("int8 needs convolutions or fully connected layers to quantize")
-    if len(model.graph.input) > 1:
-        names = ", ".join(i.name for i in model.graph.input)
-        raise NetError(f"int8 calibration feeds one image input; this model takes {names}")
-    images = np.ascontiguousarray(images, dtype=np.float32)
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
-    if images.ndim != 4 or len(images) == 0 or list(images.shape[1:]) != shape:
+    inputs = [i.name for i in model.graph.input]
+    given = images if isinstance(images, dict) else {inputs[0]: images}
+    if sorted(given) != sorted(inputs):
         raise NetError(
-            f"calibration images must be N x {'x'.join(map(str, shape))}, "
-            f"got {'x'.join(map(str, images.shape))}"
+            f"calibration feeds {', '.join(given)}; this model takes {', '.join(inputs)}",
+            None,
+            ["one array of samples per input, by name"],
         )
+    feeds: dict[str, np.ndarray] = {}
+    for value in model.graph.input:
+        x = np.ascontiguousarray(given[value.name], dtype=np.float32)
+        shape = [d.dim_value for d in value.type.tensor_type.shape.dim][1:]
+        if len(x) == 0 or list(x.shape[1:]) != shape:
+            raise NetError(
+                f"calibration samples of {value.name} must be N x {'x'.join(map(str, shape))}, "
+                f"got {'x'.join(map(str, x.shape))}"
+            )
+        feeds[value.name] = x
+    if len({len(x) for x in feeds.values()}) > 1:
+        counts = ", ".join(f"{k} {len(x)}" for k, x in feeds.items())
+        raise NetError(f"every input needs as many calibration samples: {counts}")
     if target not in TARGETS:
         raise NetError(f"int8 target must be one of {', '.join(TARGETS)}, not '{target}'")
     trt = target == "tensorrt"
@@ -118,7 +133,7 @@ def quantize_int8(
                 quantize_static(
                     str(src),
                     str(dst),
-                    _Batches(model.graph.input[0].name, images),
+                    _Batches(feeds),
                     quant_format=QuantFormat.QDQ,
                     per_channel=True,
                     activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,

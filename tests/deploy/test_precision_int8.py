@@ -101,7 +101,7 @@ def test_tensorrt_form_has_zero_points_zero_and_passes_the_table() -> None:
     [
         ({"method": "mean"}, "calibration method"),
         ({"target": "tpu"}, "int8 target"),
-        ({"images": np.zeros((4, 3, 32, 32), np.float32)}, "calibration images must be"),
+        ({"images": np.zeros((4, 3, 32, 32), np.float32)}, "calibration samples of input must be"),
     ],
 )
 def test_refusals(kwargs: dict[str, object], fragment: str) -> None:
@@ -109,3 +109,95 @@ def test_refusals(kwargs: dict[str, object], fragment: str) -> None:
     images = kwargs.pop("images", np.ones((4, 1, 32, 32), np.float32))
     with pytest.raises(netdsl.NetError, match=fragment):
         quantize_int8(fp32, images, **kwargs)  # type: ignore[arg-type]
+
+
+TWO_INPUTS = """\
+net two:
+    input a: 1x16x16, b: 3x16x16
+    ya = a -> conv3x3(8) -> relu -> maxpool
+    yb = b -> conv3x3(8) -> relu -> maxpool
+    output y: [ya, yb] -> concat -> conv3x3(16) -> relu -> gap -> fc(5)
+    output z: ya -> gap -> fc(2)
+"""
+
+
+def test_int8_of_several_inputs_calibrates_on_each_and_agrees_with_fp32() -> None:
+    """One array of samples per input: every conv and fc quantized, both outputs within a few
+    per cent of fp32's range on unseen inputs."""
+    fp32 = to_onnx(netdsl.parse(TWO_INPUTS), mode="inference", fold_bn=True, seed=2)
+    rng = np.random.default_rng(0)
+    calib = {
+        "a": rng.random((32, 1, 16, 16), np.float32),
+        "b": rng.random((32, 3, 16, 16), np.float32),
+    }
+    int8 = quantize_int8(fp32, calib)
+    weights = [
+        t
+        for t in int8.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2
+    ]
+    assert len(weights) == 5
+    feeds = {
+        "a": rng.random((8, 1, 16, 16), np.float32),
+        "b": rng.random((8, 3, 16, 16), np.float32),
+    }
+    want = ort.InferenceSession(fp32.SerializeToString()).run(None, feeds)
+    have = ort.InferenceSession(int8.SerializeToString()).run(None, feeds)
+    for w, h in zip(want, have, strict=True):
+        assert np.abs(w - h).max() <= 0.05 * (np.abs(w).max() + 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("calib", "fragment"),
+    [
+        ({"a": np.ones((4, 1, 16, 16), np.float32)}, "calibration feeds a; this model takes a, b"),
+        (
+            {"a": np.ones((4, 1, 16, 16), np.float32), "b": np.ones((3, 3, 16, 16), np.float32)},
+            "every input needs as many calibration samples: a 4, b 3",
+        ),
+        (
+            {"a": np.ones((4, 1, 16, 16), np.float32), "b": np.ones((4, 1, 16, 16), np.float32)},
+            "calibration samples of b must be N x 3x16x16, got 4x1x16x16",
+        ),
+    ],
+)
+def test_int8_of_several_inputs_refuses_wrong_feeds(
+    calib: dict[str, np.ndarray], fragment: str
+) -> None:
+    fp32 = to_onnx(netdsl.parse(TWO_INPUTS), mode="inference", fold_bn=True)
+    with pytest.raises(netdsl.NetError, match=fragment):
+        quantize_int8(fp32, calib)
+
+
+def test_compile_int8_of_several_inputs_from_an_npz(tmp_path: Path) -> None:
+    """`netdsl compile --precision int8 --calib npz:FILE`: `<input>_train` per input."""
+    rng = np.random.default_rng(1)
+    arrays = {
+        "a_train": rng.integers(0, 256, (20, 1, 16, 16), dtype=np.uint8),
+        "b_train": rng.integers(0, 256, (20, 3, 16, 16), dtype=np.uint8),
+        "a_test": rng.integers(0, 256, (4, 1, 16, 16), dtype=np.uint8),
+        "b_test": rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8),
+        "y_train": rng.integers(0, 5, 20),
+        "y_test": rng.integers(0, 5, 4),
+    }
+    np.savez(tmp_path / "two.npz", **arrays)  # type: ignore[arg-type]
+    (tmp_path / "two.net").write_text(TWO_INPUTS)
+    out = tmp_path / "two8.onnx"
+    code = main(
+        [
+            "compile",
+            str(tmp_path / "two.net"),
+            "-o",
+            str(out),
+            "--precision",
+            "int8",
+            "--calib",
+            f"npz:{tmp_path / 'two.npz'}",
+            "--calib-images",
+            "16",
+        ]
+    )
+    assert code == 0
+    model = onnx.load(out)
+    assert [i.name for i in model.graph.input] == ["a", "b"]
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)

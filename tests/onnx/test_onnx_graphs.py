@@ -169,7 +169,7 @@ net s:
             lambda: __import__("netdsl.backends.passes.int8", fromlist=["x"]).quantize_int8(
                 emit.to_onnx(netdsl.parse(SIAMESE)), np.zeros((1, 1, 20, 20), np.float32)
             ),
-            "int8 calibration feeds one image input; this model takes a, b",
+            "calibration feeds a; this model takes a, b",
         ),
     ],
     ids=["fold_bn", "train", "int8"],

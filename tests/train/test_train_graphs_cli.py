@@ -105,7 +105,7 @@ def test_wrong_npz_is_one_error_naming_the_key(
     [
         ([], "pair has 2 outputs (same, aux); training needs the one its loss is on"),
         (["--loss-output", "other"], "pair has no output 'other' to train on (its outputs: same"),
-        (["--data", "digits", "--loss-output", "same"], "trains on an npz dataset, not digits"),
+        (["--data", "digits", "--loss-output", "same"], "reads its data from an npz, not digits"),
     ],
     ids=["no-flag", "unknown", "not-npz"],
 )
