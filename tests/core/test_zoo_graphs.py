@@ -28,6 +28,9 @@ GRAPHS: dict[str, str] = {
     "bn_inception": "bench.peers_inception:bn_inception",
     "two_stream": "bench.peers_streams:two_stream",
     "siamese": "bench.peers_streams:siamese",
+    "fpn_resnet50": "bench.peers_detection:fpn_resnet50",
+    "rpn_vgg16": "bench.peers_detection:rpn_vgg16",
+    "unet": "bench.peers_detection:unet",
 }
 
 

@@ -104,6 +104,10 @@ SKIPPED = {
     "dilated_frontend": "not a classifier",
     "dilation8": "not a classifier",
     "fcn32s": "not a classifier",
+    "unet": "not a classifier",
+    "fpn_resnet50": "not a classifier",
+    # several named outputs (objectness and box offsets): the step trains one
+    "rpn_vgg16": "several outputs",
     # 3-D convolutions: the gradient rules are 2-D for now; the step refuses them by name
     "c3d": "3-D",
     # 1-D convolutions (WaveNet's): the gradient rules are not written for signals yet
