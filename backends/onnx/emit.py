@@ -159,8 +159,6 @@ def _check_options(net: ShapedNet, opset: int, batch: int | None, mode: str, fol
         raise NetError(f"batch must be a whole number >= 1, got {batch}")
     if mode not in MODES:
         raise NetError(f"mode must be 'train' or 'inference', got '{mode}'")
-    if fold_bn and any(n.shares and n.op == "bn" for n in net.nodes):
-        net.refuse_graph("folding batch norms")
     if fold_bn and mode != "inference":
         raise NetError('folding batch norms needs inference mode (mode="inference")')
     if mode == "train" and opset < 14 and any(n.op == "bn" for n in net.nodes):

@@ -156,10 +156,6 @@ net s:
     ("call", "fragment"),
     [
         (
-            lambda: emit.to_onnx(netdsl.parse(SHARED_BN), mode="inference", fold_bn=True),
-            "folding batch norms does not handle a net with 2 inputs (a, b) and shared weights",
-        ),
-        (
             lambda: __import__("netdsl.backends.train.graph", fromlist=["x"]).check_trainable(
                 netdsl.parse(SHARED_BN)
             ),
@@ -172,12 +168,41 @@ net s:
             "calibration feeds a; this model takes a, b",
         ),
     ],
-    ids=["fold_bn", "train", "int8"],
+    ids=["train", "int8"],
 )
 def test_refused_with_the_reason(call: object, fragment: str) -> None:
     with pytest.raises(netdsl.NetError) as caught:
         call()  # type: ignore[operator]
     assert fragment in caught.value.render()
+
+
+def test_a_shared_batch_norm_folds_once_into_the_shared_conv() -> None:
+    """Both uses of the block read one folded conv (weight and new bias); no batch norm is
+    left; the outputs equal the unfolded inference model's."""
+    import onnxruntime
+
+    net = netdsl.parse(SHARED_BN)
+    rng = np.random.default_rng(0)
+    weights = {
+        "t.bn1.scale": rng.uniform(0.5, 1.5, 4).astype(np.float32),
+        "t.bn1.bias": rng.normal(size=4).astype(np.float32),
+        "t.bn1.mean": rng.normal(size=4).astype(np.float32),
+        "t.bn1.var": rng.uniform(0.5, 2.0, 4).astype(np.float32),
+    }
+    plain = emit.to_onnx(net, weights=weights, mode="inference", seed=4)
+    folded = emit.to_onnx(net, weights=weights, mode="inference", fold_bn=True, seed=4)
+    assert not [n for n in folded.graph.node if n.op_type == "BatchNormalization"]
+    convs = [n for n in folded.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 2 and len({tuple(n.input[1:]) for n in convs}) == 1
+    assert {t.name for t in folded.graph.initializer} >= {"t.conv1.weight", "t.conv1.bias"}
+    x = feeds(plain, seed=2)
+    want, got = (
+        onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, x
+        )[0]
+        for m in (plain, folded)
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(("name", "batch"), [("siamese", 2), ("two_stream", 1)])
