@@ -106,15 +106,16 @@ SKIPPED = {
     "fcn32s": "not a classifier",
     "unet": "not a classifier",
     "fpn_resnet50": "not a classifier",
-    # several named outputs (objectness and box offsets): the step trains one
-    "rpn_vgg16": "several outputs",
+    # objectness per anchor and box offsets: no class-score vector to put the loss on
+    "rpn_vgg16": "not a classifier",
     # 3-D convolutions: the gradient rules are 2-D for now; the step refuses them by name
     "c3d": "3-D",
     # 1-D convolutions (WaveNet's): the gradient rules are not written for signals yet
     "wavenet": "1-D",
-    # two image inputs (RGB and optical flow; a pair of images to compare)
-    "two_stream": "several inputs",
-    "siamese": "several inputs",
+    # the fused output averages two softmaxes (the paper trains each stream on its own): the
+    # step refuses a loss on probabilities; the Siamese net's output is one sigmoid score
+    "two_stream": "softmax fusion",
+    "siamese": "not a classifier",
 }
 BATCH = 4
 
