@@ -137,9 +137,11 @@ def _node(node: onnx.NodeProto, types: dict[str, int], constant: set[str]) -> It
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if op in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] not in constant:
         yield f"{op} weights must be an initializer"
+    # 1-D windows are taken too: onnx-tensorrt's importers of Conv, ConvTranspose and the pools
+    # unsqueeze an N x C x L tensor to N x C x L x 1 and squeeze the result (builtin_op_importers)
     pooled = op in ("Conv", "ConvTranspose", "MaxPool", "AveragePool")
-    if pooled and len(attrs.get("kernel_shape", [0, 0])) not in (2, 3):
-        yield f"{op} must be 2D or 3D"
+    if pooled and len(attrs.get("kernel_shape", [0, 0])) not in (1, 2, 3):
+        yield f"{op} must be 1D, 2D or 3D"
     if op == "MaxPool":
         if len(node.output) > 1:
             yield "MaxPool's Indices output is not supported"

@@ -63,6 +63,9 @@ def edited(change: str) -> onnx.ModelProto:
         node.op_type = "ConvInteger"
     elif change == "dilations":
         node.attribute.append(helper.make_attribute("dilations", [2, 2]))
+    elif change == "rank4":
+        kernel = next(a for a in node.attribute if a.name == "kernel_shape")
+        kernel.ints[:] = [2, 2, 2, 2]
     elif change == "opset":
         model.opset_import[0].version = 21
     return model
@@ -74,6 +77,7 @@ def edited(change: str) -> onnx.ModelProto:
         ("op", "conv1: the ONNX op ConvInteger is not in TensorRT's supported-operator list"),
         ("dilations", "maxpool1: MaxPool dilations must be 1"),
         ("opset", "opset 21 is outside 9-20"),
+        ("rank4", "maxpool1: MaxPool must be 1D, 2D or 3D"),
     ],
 )
 def test_what_tensorrt_would_refuse(change: str, fragment: str) -> None:
