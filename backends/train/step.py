@@ -210,10 +210,12 @@ def write_training_step(
     skip_mismatched: bool = False,
     label_smoothing: float = 0.0,
     input_grad: bool = False,
+    loss_output: str | None = None,
 ) -> TrainingStep:
     """`to_training_step` with fresh weights (`init`, `seed`) or those of a file (`weights`,
     matched by name; `skip_mismatched` keeps fresh ones where shapes differ) stored as the
-    inputs' defaults, written atomically to `path`: the file trains as it stands."""
+    inputs' defaults, written atomically to `path`: the file trains as it stands. The loss is
+    on `loss_output` (the only output when None)."""
     params = wt.initialise(net, init, seed)
     if weights is not None:
         params, _ = wt.merge(params, weights, skip_mismatched=skip_mismatched)
@@ -224,6 +226,7 @@ def write_training_step(
         label_smoothing=label_smoothing,
         input_grad=input_grad,
         defaults=True,
+        loss_output=loss_output,
     )
     atomic.write(path, step.model.SerializeToString())
     return step

@@ -76,6 +76,11 @@ def register_compile(sub: Any) -> None:
         "backward, SGD with momentum 0.9, with the weights as its inputs' defaults "
         "(docs/training.md)",
     )
+    c.add_argument(
+        "--loss-output",
+        metavar="NAME",
+        help="with --training-step: the output the loss is on, for a net of several outputs",
+    )
     o.add_input_size(c)
     o.add_json(c)
     o.add_set(c)
@@ -165,9 +170,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
         args.fixed_batch = args.fixed_batch or args.old_batch
     net = o.net(args.target, args.set, args.input_size, search=args.search_path)
     out = o.output_file(args.output or f"{net.name}.onnx")
+    if args.loss_output and not args.training_step:
+        raise NetError("--loss-output chooses the loss of --training-step; add --training-step")
     if args.training_step:  # the compiler's own training step (backends/train/step.py)
         from netdsl.backends.train.step import write_training_step
 
+        outputs = [name for name, _ in net.output_list]
+        if len(outputs) > 1 and not args.loss_output:
+            raise NetError(
+                f"{net.name} has {len(outputs)} outputs ({', '.join(outputs)}): the training "
+                "step needs the one its loss is on",
+                None,
+                [f"pass --loss-output {outputs[0]} (the outputs not chosen are not trained on)"],
+            )
         step = write_training_step(
             net,
             out,
@@ -175,6 +190,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             seed=args.seed,
             weights=args.weights,
             skip_mismatched=args.skip_mismatched,
+            loss_output=args.loss_output,
         )
         print(
             f"wrote {out}: {net.name} training step, {len(step.trainable)} trained tensors, "

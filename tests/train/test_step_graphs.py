@@ -272,3 +272,35 @@ net late:
     output y: [a -> fc(3) -> softmax, b -> fc(3) -> softmax] -> add
 """,
 }
+
+
+TWO_HEADS = """\
+net two:
+    input a: 1x8x8, b: 1x8x8
+    ya = a -> conv3x3(4) -> relu
+    yb = b -> conv3x3(4) -> relu
+    output y: [ya, yb] -> concat -> gap -> fc(5)
+    output z: ya -> gap -> fc(2)
+"""
+
+
+def test_compile_training_step_with_a_chosen_loss_output(
+    tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`compile --training-step --loss-output z`: the written step trains z's layers only;
+    without the flag a net of two outputs is refused naming them, and the flag alone too."""
+    import onnx
+
+    from netdsl.cli import main
+
+    net, out = tmp_path / "two.net", tmp_path / "step.onnx"  # type: ignore[operator]
+    net.write_text(TWO_HEADS)
+    assert main(["compile", str(net), "--training-step", "-o", str(out)]) == 1
+    assert "2 outputs (y, z)" in capsys.readouterr().err
+    assert main(["compile", str(net), "--loss-output", "z", "-o", str(out)]) == 1
+    assert "add --training-step" in capsys.readouterr().err
+    assert main(["compile", str(net), "--training-step", "--loss-output", "z", "-o", str(out)]) == 0
+    model = onnx.load(out)
+    updated = {o.name for o in model.graph.output if o.name.endswith(".next")}
+    trained = {"ya.conv1.weight", "ya.conv1.bias", "z.fc1.weight", "z.fc1.bias"}
+    assert updated == {f"{t}{v}.next" for t in trained for v in ("", ".velocity")}
