@@ -311,6 +311,15 @@ def add(e: Builder, node: Node, xs: list[str]) -> str:
     return total
 
 
+def mean(e: Builder, node: Node, xs: list[str]) -> str:
+    """The Adds of `add`, times 1/N: onnxruntime-training has no gradient for Mean."""
+    total = e.add("Add", xs[:2], [f"{node.name}.sum1"], ".sum1")
+    for k, x in enumerate(xs[2:], 2):
+        total = e.add("Add", [total, x], [f"{node.name}.sum{k}"], f".sum{k}")
+    share = e.const(".share", np.array(1.0 / len(xs), dtype=np.float32))
+    return e.add("Mul", [total, share])
+
+
 def avgpool(e: Builder, node: Node, xs: list[str]) -> str:
     """A depthwise convolution with a constant 1/prod(k) kernel; where padding cuts a window,
     a constant map rescales it so that padding is not counted, as in the inference form. The
@@ -361,6 +370,7 @@ TRAINING_EMITTERS: dict[str, emit.Emit] = {
     "lrn": lrn,
     "gmp": gmp,
     "add": add,
+    "mean": mean,
     "avgpool": avgpool,
 }
 
