@@ -13,7 +13,7 @@ import html
 from dataclasses import dataclass
 from typing import Union
 
-MERGES = {"add": "add", "concat": "concat", "mul": "scale"}
+MERGES = {"add": "add", "concat": "concat", "mul": "scale", "mean": "mean", "sub": "sub"}
 COLOURS = {
     "input": "#fff3b0",
     "conv": "#d6e6f7",

@@ -232,3 +232,13 @@ def test_command_line_draws_and_refuses(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as usage:
         main(["draw", "lenet5", "--depth", "0"])
     assert usage.value.code == 2
+
+
+def test_every_merge_is_drawn_as_one() -> None:
+    """The merges of named tensors are merge boxes, like add, concat and scale."""
+    kinds = {b.name: b.kind for b in draw.layout(netdsl.load("siamese")).boxes}
+    assert kinds["p.sub1"] == "merge"
+    kinds = {b.name: b.kind for b in draw.layout(netdsl.load("two_stream")).boxes}
+    assert [k for name, k in kinds.items() if name.rsplit(".", 1)[-1].startswith("mean")] == [
+        "merge"
+    ]
