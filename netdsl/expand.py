@@ -194,6 +194,14 @@ class _Expander(GraphCalls):
                 gate = self.chain(body, x, env, scope, trace)
                 return self.emit(scope.name("scale"), "mul", {}, (x, gate), node.span, trace)
             case ast.Check(size):
+                if x == NOTHING:
+                    self.diagnostics.error(
+                        "nothing flows into the shape check: the net has several inputs; "
+                        "start the line from a named tensor",
+                        node.span,
+                        [f"named so far: {', '.join(self.tensors)}"],
+                    )
+                    return FAILED
                 if x >= 0:
                     try:
                         self.checks.append(Check(x, size_of(size, env), node.span, trace))

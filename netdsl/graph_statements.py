@@ -65,6 +65,7 @@ def run(
                     _unknown(expander, statement.name, statement.name_span, later)
                 continue
             index = expander.chain(statement.chain, start, env, _Scope(statement.name + "."), ())
+            index = _flowed(expander, index, statement.chain.span)
             _bind(expander, statement.name, statement.name_span, defs, index)
             expander.outputs.append((statement.name, index))
         elif _from_tensor(statement.chain, expander.tensors):
@@ -74,7 +75,7 @@ def run(
             expander.blocks[statement.name] = statement
     if net.body.chain is not None:
         index = expander.chain(net.body.chain, start, env, _Scope(), ())
-        expander.outputs.append(("output", index))
+        expander.outputs.append(("output", _flowed(expander, index, net.body.chain.span)))
     if not expander.outputs:
         expander.diagnostics.error(
             "the net has no output: end it with a chain, or name one (output y: ...)",
@@ -85,6 +86,21 @@ def run(
         if name in seen:
             expander.diagnostics.error(f"output '{name}' is named twice", net.body.span)
         seen.add(name)
+
+
+def _flowed(expander: _Expander, index: int, span: Span) -> int:
+    """An output line of a net with several inputs that added nothing (`relu*0`, a shape
+    check) has no tensor to give: an error, not an output."""
+    from netdsl.expand_graph import FAILED, NOTHING
+
+    if index != NOTHING:
+        return index
+    expander.diagnostics.error(
+        "nothing flows into this line: the net has several inputs; start it from a named tensor",
+        span,
+        [f"named so far: {', '.join(expander.tensors)}"],
+    )
+    return FAILED
 
 
 def _bind(

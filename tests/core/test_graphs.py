@@ -163,6 +163,16 @@ ERRORS = [
         "3:5",
     ),
     ("net s:\n    input x: 1x8x8\n    [x, x] -> relu\n", "must be merged next", "3:15"),
+    (  # a line that adds nothing has no tensor to give (were internal errors)
+        "net s:\n    input a: 1x8x8, b: 1x8x8\n    output y: relu*0\n",
+        "nothing flows into this line: the net has several inputs",
+        "3:15",
+    ),
+    (
+        "net s:\n    input a: 1x8x8, b: 1x8x8\n    conv(c) for c in []\n",
+        "nothing flows into this line",
+        "3:5",
+    ),
     ("net s:\n    input x: 1x8x8\n    [x, x] -> concat(1)\n", "takes no arguments", "3:15"),
     ("net s:\n    input x: 1x8x8\n    [x, x] -> mean(2)\n", "takes no arguments", "3:15"),
     (

@@ -193,6 +193,13 @@ ERRORS = [
         "a shape check gives every axis (3x8x8) or all but the channels",
     ),
     (
+        "a check with nothing flowing in",
+        "net v:\n  input a: 2x4x4, b: 2x4x4\n  100000",
+        "3:3",
+        "nothing flows into the shape check: the net has several inputs",
+        "named so far: a, b",
+    ),
+    (
         "a check in a repetition says which pass",
         "input 3x8x8\n[maxpool2 -> 3x4x4]*2",
         "2:14",
