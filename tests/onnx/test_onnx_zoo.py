@@ -29,7 +29,9 @@ INPUT = re.compile(r"^(\s*input\s+(?:\w+\s*:\s*)?\d+)x(\d+)x(\d+)", re.MULTILINE
 # a signal, `input 256x16000` or `input audio: 256x16000`: its length is reduced alike
 SIGNAL = re.compile(r"^(\s*input\s+(?:\w+\s*:\s*)?\d+)x(\d+)(?![x\d])", re.MULTILINE)
 # the inputs after the first of a line of several: `input rgb: 3x224x224, flow: 20x224x224`
-MORE = re.compile(r"(,\s*\w+\s*:\s*\d+)x(\d+)x(\d+)")
+MORE = re.compile(r"(,\s*\w+\s*:\s*(?:\d+|\([^()\n]*\)))x(\d+)x(\d+)")  # `(2*L)x224x224` too
+# a shape check (`-> 512x7x7`) states the size at the written input, not at a reduced one
+CHECK = re.compile(r"[ \t]*->[ \t]*\d+(?:x\d+)+(?=[ \t]*(?:->|\]|\n|$))")
 SIZES = (16, 32, 64, 96, 128, 192, 256, 384)
 REFERENCE_BUDGET = 2e9  # multiply-adds per image the reference evaluator gets through quickly
 
@@ -60,7 +62,7 @@ class Case:
 def reduced(name: str) -> netdsl.ShapedNet:
     """The zoo net at the smallest of SIZES its text accepts (never larger than written)."""
     entry = next(e for e in entries() if e.name == name)
-    text = entry.path.read_text("utf-8")
+    text = CHECK.sub("", entry.path.read_text("utf-8"))
     for size in SIZES:
         small = INPUT.sub(lambda m, s=size: f"{m[1]}x{min(s, int(m[2]))}x{min(s, int(m[3]))}", text)
         small = MORE.sub(lambda m, s=size: f"{m[1]}x{min(s, int(m[2]))}x{min(s, int(m[3]))}", small)
