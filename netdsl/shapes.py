@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -438,8 +438,14 @@ class _Pass:
             return Field(reach, jump)
         if window.kind == "global":
             sizes = self.nodes[ins[0]].shape[1:]
+            wholes = [geometry.whole(r, n) for r, n in zip(reach, sizes, strict=True)]
+            if len(shape) - 1 == len(reach):  # a reshape or transpose keeps many positions:
+                wholes = [  # each may see all of the input, none further along than another
+                    replace(w, step=0) if m > 1 else w
+                    for w, m in zip(wholes, shape[1:], strict=True)
+                ]
             return Field(
-                tuple(geometry.whole(r, n) for r, n in zip(reach, sizes, strict=True)),
+                tuple(wholes),
                 tuple(_exact(Fraction(j) * n) for j, n in zip(jump, sizes, strict=True)),
             )
         moved: list[Reach] = []

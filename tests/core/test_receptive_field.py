@@ -160,6 +160,10 @@ BY_HAND = [
     ("res[conv3x3(2) -> conv3x3(2)]", 5, ", the largest over all paths"),
     # paths at different strides (2 and 1) that happen to give the same size: joined soundly
     ("{conv1x1/2(2) | conv13x13(2, p=valid)}", 13, ", the largest over all paths"),
+    # a reshape keeps many positions, each of which may see all of the input (and the padding
+    # of the conv before it: 24 + 2)
+    ("conv3x3(4) -> reshape(2, 2, -1)", 26, ""),
+    ("conv3x3(4) -> transpose(1, 3, 2) -> conv3x3(2)", 26, ""),
 ]
 
 
