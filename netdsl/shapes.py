@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from netdsl import geometry
-from netdsl.geometry import Num, Reach
+from netdsl import fields, geometry
+from netdsl.fields import Field
 from netdsl.graph import Check, Frame, Graph, Layer, trace_notes
 from netdsl.ops import Each, Sides
 from netdsl.rules import RULES, Ctx, Out, Shape, ShapeError, Weight, Window, dims, projection
@@ -26,24 +26,6 @@ from netdsl.source import Diagnostic, Diagnostics, NetError, Span
 
 MAX_ELEMENTS = 2**31 - 1
 _SIZED = {"crop": crop_to, "upsample": upsample_to}  # `to=name`: attributes from two shapes
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """A node's receptive field on one of the net's inputs, one entry per spatial axis of that
-    input: what each output position sees of it (`reach`, see geometry.py) and the distance
-    between neighbouring outputs in its pixels (`jump`)."""
-
-    reach: tuple[Reach, ...]
-    jump: tuple[Num, ...]
-
-    @property
-    def size(self) -> tuple[int, ...]:
-        return tuple(r.size for r in self.reach)
-
-    @property
-    def stride(self) -> tuple[Fraction, ...]:
-        return tuple(Fraction(j) for j in self.jump)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,55 +393,13 @@ class _Pass:
         window: Window | None,
         shape: Shape,
     ) -> Field:
-        """One input's field: `paths` are (node, its field on that input) for the layer's
-        inputs that depend on it, in order."""
-        first, base = paths[0]
-        if window is not None and len(self.nodes[ins[0]].shape) - 1 != len(base.reach):
-            return base  # after a reshape to another rank: the field (already whole) stays
-        many = math.prod(shape[1:]) > 1
-        if first != ins[0] and many and math.prod(self.nodes[first].shape[1:]) == 1:
-            base = Field(tuple(_broadcast(r) for r in base.reach), (0,) * len(base.jump))
-        reach, jump = base.reach, base.jump
-        for index, other in paths[1:]:
-            if other.size != paths[0][1].size:
-                self.merged = True
-            if math.prod(self.nodes[index].shape[1:]) == 1 and many:
-                other = Field(tuple(_broadcast(r) for r in other.reach), jump)
-            # the union runs over this node's outputs along each axis of the input; after a
-            # change of rank (a reshape) the fields are whole and one output stands for all
-            sizes = shape[1:] if len(shape) - 1 == len(reach) else (1,) * len(reach)
-            joined = tuple(a.union(b, n) for a, b, n in zip(reach, other.reach, sizes, strict=True))
-            pairs = zip(joined, reach, other.reach, strict=True)
-            if any(u.size > max(a.size, b.size) for u, a, b in pairs):
-                self.wider = True
-            reach = joined
-            jump = tuple(max(a, b) for a, b in zip(jump, other.jump, strict=True))
-        if window is None:
-            return Field(reach, jump)
-        if window.kind == "global":
-            sizes = self.nodes[ins[0]].shape[1:]
-            wholes = [geometry.whole(r, n) for r, n in zip(reach, sizes, strict=True)]
-            if len(shape) - 1 == len(reach):  # a reshape or transpose keeps many positions:
-                wholes = [  # each may see all of the input, none further along than another
-                    replace(w, step=0) if m > 1 else w
-                    for w, m in zip(wholes, shape[1:], strict=True)
-                ]
-            return Field(
-                tuple(wholes),
-                tuple(_exact(Fraction(j) * n) for j, n in zip(jump, sizes, strict=True)),
-            )
-        moved: list[Reach] = []
-        jumps: list[Num] = []
-        for axis, (r, j) in enumerate(zip(reach, jump, strict=True)):
-            k, s = window.kernel[axis], window.stride[axis]
-            d, begin = window.dilation[axis], window.begin[axis]
-            if window.kind == "up":
-                moved.append(geometry.upsample(r, k, s, d, begin))
-                jumps.append(_exact(Fraction(j) / s))
-            else:
-                moved.append(geometry.window(r, k, s, d, begin))
-                jumps.append(j * s)
-        return Field(tuple(moved), tuple(jumps))
+        """One input's field (fields.py): `paths` are (node, its field on that input) for the
+        layer's inputs that depend on it, in order."""
+        shaped = [(j, self.nodes[j].shape, seen) for j, seen in paths]
+        joined = fields.field_on(shaped, ins[0], self.nodes[ins[0]].shape, window, shape)
+        self.merged = self.merged or joined.merged
+        self.wider = self.wider or joined.wider
+        return joined.field
 
     @staticmethod
     def check_size(written: str, out: Out) -> None:
@@ -543,16 +483,6 @@ def _skip_hint(layer: Layer, ctx: Ctx) -> list[str]:
         f"{dims(smallest[1:])} first: [skip -> crop(to=up), up] -> concat (U-Net's "
         "crop-and-copy), or pad the smaller"
     ]
-
-
-def _broadcast(reach: Reach) -> Reach:
-    """A gate of one position, seen by every output of the map it scales."""
-    lo, hi = reach.at(0)
-    return Reach(1, 0, (lo,), (hi,))
-
-
-def _exact(value: Fraction) -> Num:
-    return int(value) if value.denominator == 1 else value
 
 
 def _with_op(out: Out, op: str, note: str) -> Out:

@@ -13,8 +13,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from netdsl.fields import Field
 from netdsl.rules import dims
-from netdsl.shapes import Field, Node, ShapedNet
+from netdsl.shapes import Node, ShapedNet
 
 CONVENTIONS = (
     "MACs = multiply-adds of conv, deconv and fc layers (biases, activations, pooling, "
