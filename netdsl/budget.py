@@ -6,9 +6,10 @@ the expander counts two things: layers emitted and steps taken (one per chain no
 empty and failing repetitions cost too). Before a repetition unrolls, `least` gives a lower
 bound of what one pass over its body costs, from the text alone (counts that are plain numbers,
 list lengths, definition bodies), and the expander refuses a repetition whose count times that
-bound exceeds what is left. After the first pass it knows the exact cost of every pass (a
+bound exceeds what is left. After the first pass it knows the cost of every pass (a
 repetition's passes see the same names) and checks again, so refusing never takes longer than
-one pass.
+one pass. Where a definition reads what flows into it (`in.c`), later passes may cost more than
+the first; the running counts of layers and steps still stop them at the limits.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ MAX_LAYERS = 20_000  # layers in one expanded net (checking 20,000 convs takes a
 MAX_STEPS = 100_000  # chain nodes visited while expanding one net, empty repetitions included
 MAX_DEPTH = 150  # chain nodes open at once: definitions in definitions, brackets, repetitions
 _CAP = 10**15  # bounds stay small integers however deep the text multiplies
+
+
+class OverBudget(NetError):
+    """The net asks for more work than the budget allows: raised at once, never collected."""
 
 
 @dataclass(frozen=True, slots=True)
