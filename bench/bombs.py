@@ -51,6 +51,15 @@ BOMBS = [
     Bomb("empty repetitions", {"a.net": "input 3x8x8\n[[relu*0]*100000]*100000\n"}),
     Bomb("failing repetitions", {"a.net": "input 3x8x8\n[[nope]*100000]*100000\n"}),
     Bomb("cube of layers", {"a.net": "input 3x8x8\n[[[conv3x3]*1000]*1000]*1000\n"}),
+    Bomb(
+        "a count read from the channels",
+        {"a.net": "def f = relu*(in.c)\ninput 2000000000x1x1\nf\n"},
+    ),
+    Bomb(
+        "counts that grow with the channels",
+        {"a.net": "def g = relu*(in.c)\ndef f = conv1x1(2*in.c) -> g\ninput 3x8x8\nf*40\n"},
+        limit_s=1.0,  # refused at the layer limit, after ~12,000 real layers (each shaped once)
+    ),
     Bomb("one mistake, 100,000 times", {"a.net": "input 3x8x8\n[nope]*100000\n"}),
     Bomb("import diamond, 30 levels", _diamond(30)),
     Bomb("import /dev/zero", {"a.net": 'import "/dev/zero"\ninput 3x8x8\nrelu\n'}),
