@@ -11,11 +11,14 @@ dilation a stride:
 
 With groups, each group's images and channels are regrouped so that one grouped convolution
 does every group at once (depthwise convolutions included). The same function gives a
-transposed convolution's weight gradient with input and output gradient swapped.
+transposed convolution's weight gradient with input and output gradient swapped. Every
+function takes its geometry as per-axis tuples (ONNX's pads: all begins, then all ends), so
+signals (N x C x L) and volumes (N x C x D x H x W) go through the same nodes as images.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from netdsl.backends.train.reverse import Grad, Shape
@@ -56,78 +59,80 @@ def conv_weight_grad(
     pads: Sequence[int],
     group: int,
 ) -> str:
-    """The gradient of a convolution's weight [Co, Ci/group, kh, kw], from its input `inp`
-    [N, Ci, H, W] and its output gradient `gout` [N, Co, Ho, Wo] (each a name and a shape)."""
-    co, cg, kh, kw = (int(v) for v in w_shape)
+    """The gradient of a convolution's weight [Co, Ci/group, *k], from its input `inp`
+    [N, Ci, *size] and its output gradient `gout` [N, Co, *out] (each a name and a shape), at
+    any number of spatial axes (signals, images, volumes)."""
+    co, cg, *k = (int(v) for v in w_shape)
     x, inp_shape = inp
     dy, gout_shape = gout
-    h, w = (int(v) for v in inp_shape[2:])
-    ho, wo = (int(v) for v in gout_shape[2:])
+    size = [int(v) for v in inp_shape[2:]]
+    out = [int(v) for v in gout_shape[2:]]
+    rank = len(k)
+    space = list(range(2, 2 + rank))  # the spatial axes of [A, B, *space]
     im2col = LOWERING == "im2col" or (LOWERING == "auto" and co * cg >= 128)
     if group == 1 and im2col:
-        return _im2col(g, x, dy, (co, cg, kh, kw), (ho, wo), s, d, pads)
+        return _im2col(g, x, dy, (co, cg, *k), out, s, d, pads)
     if group == 1:
-        images = g.add("Transpose", [x], perm=[1, 0, 2, 3])  # [Ci, N, H, W]
-        kernel = g.add("Transpose", [dy], perm=[1, 0, 2, 3])  # [Co, N, Ho, Wo]
+        images = g.add("Transpose", [x], perm=[1, 0, *space])  # [Ci, N, *size]
+        kernel = g.add("Transpose", [dy], perm=[1, 0, *space])  # [Co, N, *out]
     else:
-        split = g.add("Reshape", [x, g.ints(0, group, cg, h, w)])
-        moved = g.add("Transpose", [split], perm=[2, 1, 0, 3, 4])  # [Cg, G, N, H, W]
-        images = g.add("Reshape", [moved, g.ints(cg, -1, h, w)])
-        split = g.add("Reshape", [dy, g.ints(0, group, co // group, ho, wo)])
-        moved = g.add("Transpose", [split], perm=[1, 2, 0, 3, 4])  # [G, Kg, N, Ho, Wo]
-        kernel = g.add("Reshape", [moved, g.ints(co, -1, ho, wo)])
+        inner = list(range(3, 3 + rank))
+        split = g.add("Reshape", [x, g.ints(0, group, cg, *size)])
+        moved = g.add("Transpose", [split], perm=[2, 1, 0, *inner])  # [Cg, G, N, *size]
+        images = g.add("Reshape", [moved, g.ints(cg, -1, *size)])
+        split = g.add("Reshape", [dy, g.ints(0, group, co // group, *out)])
+        moved = g.add("Transpose", [split], perm=[1, 2, 0, *inner])  # [G, Kg, N, *out]
+        kernel = g.add("Reshape", [moved, g.ints(co, -1, *out)])
     full = g.add(
         "Conv",
         [images, kernel],
-        kernel_shape=[ho, wo],
+        kernel_shape=out,
         strides=list(d),
         dilations=list(s),
         pads=list(pads),
         group=group,
-    )  # [Cg, Co, kh', kw'], kh' >= kh where the last window left rows unused
+    )  # [Cg, Co, *k'], k' >= k where the last window left rows unused
     got = [
-        (n + pads[a] + pads[a + 2] - ((m - 1) * s[a] + 1)) // d[a] + 1
-        for a, (n, m) in enumerate(((h, ho), (w, wo)))
+        (n + pads[a] + pads[a + rank] - ((m - 1) * s[a] + 1)) // d[a] + 1
+        for a, (n, m) in enumerate(zip(size, out, strict=True))
     ]
-    if got != [kh, kw]:
-        full = g.add("Slice", [full, g.ints(0, 0), g.ints(kh, kw), g.ints(2, 3)])
-    return g.add("Transpose", [full], perm=[1, 0, 2, 3])
+    if got != k:
+        full = g.add("Slice", [full, g.ints(*[0] * rank), g.ints(*k), g.ints(*space)])
+    return g.add("Transpose", [full], perm=[1, 0, *space])
 
 
 def _im2col(
     g: Grad,
     x: str,
     dy: str,
-    w_shape: tuple[int, int, int, int],
-    out: tuple[int, int],
+    w_shape: tuple[int, ...],
+    out: Sequence[int],
     s: Sequence[int],
     d: Sequence[int],
     pads: Sequence[int],
 ) -> str:
-    """dW[:, :, i, j] = dY' @ X'(i, j)^T for each kernel offset (i, j), where dY' is the output
-    gradient as [Co, N*Ho*Wo] and X'(i, j) the strided window of the (transposed, padded) input
-    at that offset as [Ci, N*Ho*Wo]: one transpose of each, then a slice and a GEMM per
-    offset (measured: faster than one GEMM over the stacked slices, whose stacking copies
-    every window again)."""
-    co, ci, kh, kw = w_shape
-    ho, wo = out
-    images = g.add("Transpose", [x], perm=[1, 0, 2, 3])  # [Ci, N, H, W]
+    """dW[:, :, *o] = dY' @ X'(o)^T for each kernel offset o, where dY' is the output gradient
+    as [Co, N*prod(out)] and X'(o) the strided window of the (transposed, padded) input at that
+    offset as [Ci, N*prod(out)]: one transpose of each, then a slice and a GEMM per offset
+    (measured: faster than one GEMM over the stacked slices, whose stacking copies every
+    window again)."""
+    co, ci, *k = w_shape
+    rank = len(k)
+    space = list(range(2, 2 + rank))
+    images = g.add("Transpose", [x], perm=[1, 0, *space])  # [Ci, N, *size]
     if any(pads):
-        images = g.add("Pad", [images, g.ints(0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3])])
-    grads = g.add("Reshape", [g.add("Transpose", [dy], perm=[1, 0, 2, 3]), g.ints(co, -1)])
+        images = g.add("Pad", [images, g.ints(0, 0, *pads[:rank], 0, 0, *pads[rank:])])
+    grads = g.add("Reshape", [g.add("Transpose", [dy], perm=[1, 0, *space]), g.ints(co, -1)])
     columns = []
-    for i in range(kh):
-        for j in range(kw):
-            start = [i * d[0], j * d[1]]
-            stop = [start[0] + (ho - 1) * s[0] + 1, start[1] + (wo - 1) * s[1] + 1]
-            window = g.add(
-                "Slice", [images, g.ints(*start), g.ints(*stop), g.ints(2, 3), g.ints(*s)]
-            )
-            rows = g.add("Reshape", [window, g.ints(ci, -1)])
-            columns.append(g.add("Gemm", [grads, rows], transB=1))  # [Co, Ci]
+    for offset in itertools.product(*(range(n) for n in k)):
+        start = [o * d[a] for a, o in enumerate(offset)]
+        stop = [start[a] + (out[a] - 1) * s[a] + 1 for a in range(rank)]
+        window = g.add("Slice", [images, g.ints(*start), g.ints(*stop), g.ints(*space), g.ints(*s)])
+        rows = g.add("Reshape", [window, g.ints(ci, -1)])
+        columns.append(g.add("Gemm", [grads, rows], transB=1))  # [Co, Ci]
     flat = columns[0] if len(columns) == 1 else g.add("Concat", columns, axis=1)
-    shaped = g.add("Reshape", [flat, g.ints(co, kh, kw, ci)])
-    return g.add("Transpose", [shaped], perm=[0, 3, 1, 2])
+    shaped = g.add("Reshape", [flat, g.ints(co, *k, ci)])
+    return g.add("Transpose", [shaped], perm=[0, rank + 1, *range(1, rank + 1)])
 
 
 def conv_input_grad(
@@ -162,16 +167,23 @@ def conv_input_grad(
             group=group,
             output_padding=output_padding(*sizes, k, s, d, pads),
         )
-    co, cg, kh, kw = (int(v) for v in w_shape)
+    co, cg, *kernel_size = (int(v) for v in w_shape)
+    space = list(range(2, 2 + rank))
     if group == 1:
-        swapped = g.add("Transpose", [w], perm=[1, 0, 2, 3])  # [Ci, Co, kh, kw]
+        swapped = g.add("Transpose", [w], perm=[1, 0, *space])  # [Ci, Co, *k]
     else:
-        split = g.add("Reshape", [w, g.ints(group, co // group, cg, kh, kw)])
-        moved = g.add("Transpose", [split], perm=[0, 2, 1, 3, 4])  # [G, Cg, Kg, kh, kw]
-        swapped = g.add("Reshape", [moved, g.ints(group * cg, co // group, kh, kw)])
+        split = g.add("Reshape", [w, g.ints(group, co // group, cg, *kernel_size)])
+        moved = g.add("Transpose", [split], perm=[0, 2, 1, *range(3, 3 + rank)])  # [G, Cg, Kg, *k]
+        swapped = g.add("Reshape", [moved, g.ints(group * cg, co // group, *kernel_size)])
     kernel = g.add(
         "Slice",
-        [swapped, g.ints(kh - 1, kw - 1), g.ints(-kh - 1, -kw - 1), g.ints(2, 3), g.ints(-1, -1)],
+        [
+            swapped,
+            g.ints(*(n - 1 for n in kernel_size)),
+            g.ints(*(-n - 1 for n in kernel_size)),
+            g.ints(*space),
+            g.ints(*[-1] * rank),
+        ],
     )
     return g.add(
         "Conv",

@@ -3,7 +3,10 @@
 The layers half of the table in `grad.py` (which holds the shape, arithmetic and activation
 rules and the table itself): Gemm, Conv and ConvTranspose (their index arithmetic in
 `conv_grad.py`), BatchNormalization, the poolings and LRN. Each rule has the signature
-`rule(g, node, dys, want) -> one gradient per input`, as `reverse.backward` calls it.
+`rule(g, node, dys, want) -> one gradient per input`, as `reverse.backward` calls it. Every
+rule reads the number of spatial axes from its tensors, so signals (N x C x L), images and
+volumes (N x C x D x H x W) take the same rules, except LRN (onnxruntime runs it on images
+only).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def conv(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
         y = g.shape(node.output[0])
         out[1] = conv_weight_grad(g, (x, g.shape(x)), (dy, y), g.shape(w), s, d, pads, group)
     if len(node.input) > 2 and want[2]:
-        out[2] = g.add("ReduceSum", [dy, g.ints(0, 2, 3)], keepdims=0)
+        out[2] = g.add("ReduceSum", [dy, g.ints(0, *_space(g, x))], keepdims=0)
     return out
 
 
@@ -67,16 +70,26 @@ def conv_transpose(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
         dx = g.add("Conv", [dy, w], kernel_shape=k, strides=s, dilations=d, pads=pads, group=group)
         size = [int(v) for v in g.shape(x)[2:]]
         ys = [int(v) for v in g.shape(node.output[0])[2:]]
-        got = [(ys[a] + pads[a] + pads[a + 2] - (k[a] - 1) * d[a] - 1) // s[a] + 1 for a in (0, 1)]
+        rank = len(k)
+        got = [
+            (ys[a] + pads[a] + pads[a + rank] - (k[a] - 1) * d[a] - 1) // s[a] + 1
+            for a in range(rank)
+        ]
         if got != size:  # output_padding >= stride (allowed below the dilation) added rows
-            dx = g.add("Slice", [dx, g.ints(0, 0), g.ints(*size), g.ints(2, 3)])
+            dx = g.add("Slice", [dx, g.ints(*[0] * rank), g.ints(*size), g.ints(*_space(g, x))])
         out[0] = dx
     if want[1]:
         y = g.shape(node.output[0])
         out[1] = conv_weight_grad(g, (dy, y), (x, g.shape(x)), g.shape(w), s, d, pads, group)
     if len(node.input) > 2 and want[2]:
-        out[2] = g.add("ReduceSum", [dy, g.ints(0, 2, 3)], keepdims=0)
+        out[2] = g.add("ReduceSum", [dy, g.ints(0, *_space(g, x))], keepdims=0)
     return out
+
+
+def _space(g: Grad, x: str) -> list[int]:
+    """The spatial axes of `x` [N, C, *space]: one for a signal, two for an image, three for a
+    volume."""
+    return list(range(2, len(g.shape(x))))
 
 
 def _conv_attrs(g: Grad, node: Node) -> tuple[list[int], list[int], list[int], list[int], int]:
@@ -212,17 +225,18 @@ def avgpool(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
         raise ValueError(f"{node.name}: ceil_mode has no gradient rule (write explicit pads)")
     x, y, dy = node.input[0], node.output[0], first(dys)
     k = list(attr(node, "kernel_shape"))
-    s = list(attr(node, "strides", [1, 1]))
-    pads = list(attr(node, "pads", [0, 0, 0, 0]))
+    rank = len(k)
+    s = list(attr(node, "strides", [1] * rank))
+    pads = list(attr(node, "pads", [0] * 2 * rank))
     size, out = [int(v) for v in g.shape(x)[2:]], [int(v) for v in g.shape(y)[2:]]
     if attr(node, "count_include_pad", 0) or not any(pads):
-        counts = np.full(out, float(k[0] * k[1]))
-    else:
-        per_axis = []
-        for a in (0, 1):
+        counts = np.full(out, float(np.prod(k)))
+    else:  # a window's pixels are the product of its extents along each axis
+        counts = np.ones([], dtype=np.float64)
+        for a in range(rank):
             start = np.arange(out[a]) * s[a] - pads[a]
-            per_axis.append(np.minimum(start + k[a], size[a]) - np.maximum(start, 0))
-        counts = np.outer(per_axis[0], per_axis[1]).astype(np.float64)
+            extent = np.minimum(start + k[a], size[a]) - np.maximum(start, 0)
+            counts = np.multiply.outer(counts, extent.astype(np.float64))
     scaled = g.add("Mul", [dy, g.const((1.0 / counts)[None, None])])
     c = int(g.shape(x)[1])
     return [
@@ -233,7 +247,7 @@ def avgpool(g: Grad, node: Node, dys: Out, want: list[bool]) -> Out:
             strides=s,
             pads=pads,
             group=c,
-            output_padding=output_padding(size, out, k, s, [1, 1], pads),
+            output_padding=output_padding(size, out, k, s, [1] * rank, pads),
         )
     ]
 

@@ -232,12 +232,10 @@ def write_training_step(
     return step
 
 
-# ops whose gradient rules are written and checked for images (N x C x H x W) only (and, for
-# batch norm, vectors too)
-IMAGE_ONLY = frozenset(
-    {"conv", "dwconv", "deconv", "bn", "maxpool", "avgpool", "gap", "gmp", "lrn", "local"}
-    | {"adaptiveavgpool", "adaptivemaxpool", "upsample"}
-)
+# ops whose gradient rules are checked on images (N x C x H x W) only: refused on signals and
+# volumes (the convolutions, poolings and batch norm train at every rank; batch norm on vectors
+# too)
+IMAGE_ONLY = frozenset({"lrn", "local", "adaptiveavgpool", "adaptivemaxpool", "upsample"})
 
 
 def check_trainable(net: ShapedNet, loss_output: str | None = None) -> int:
@@ -246,15 +244,15 @@ def check_trainable(net: ShapedNet, loss_output: str | None = None) -> int:
     return the number of classes."""
     name, index = lowered.chosen_output(net, loss_output)
     needed = lowered.ancestors(net, index)
-    for i, node in enumerate(net.nodes):  # convolution and pooling gradients are for images
+    for i, node in enumerate(net.nodes):  # a few ops' gradients are checked on images only
         if i not in needed:
             continue
         shape = net.nodes[node.inputs[0]].shape if node.inputs else node.shape
-        if node.op in IMAGE_ONLY and len(shape) != 3 and not (node.op == "bn" and len(shape) == 1):
+        if node.op in IMAGE_ONLY and len(shape) != 3:
             raise NetError(
                 f"a training step cannot train {node.name} ({node.op}) yet: its input "
-                f"{'x'.join(map(str, shape))} has {len(shape) - 1} spatial axes, and its "
-                "gradient rules are written for 2-D images (C x H x W)",
+                f"{'x'.join(map(str, shape))} has {len(shape) - 1} spatial axes, and the "
+                f"gradient of {node.op} is checked on 2-D images (C x H x W) only",
                 node.span,
             )
     out = net.nodes[index]
@@ -282,7 +280,7 @@ def _bn(e: emit.Emitter, node: Node, xs: list[str]) -> str:
     read by the running statistics' update), fed to a BatchNormalization in inference form:
     the gradient reaches x through the statistics too. (Not ONNX's training mode: onnxruntime
     writes that form's running statistics into its input buffers.)"""
-    n, axes = node.name, [0, 2, 3] if len(node.shape) > 1 else [0]
+    n, axes = node.name, [0, *range(2, len(node.shape) + 1)]  # all but the channels
     mean = e.add("ReduceMean", xs, [f"{n}.mu"], ".mu", axes=axes, keepdims=1)
     centred = e.add("Sub", [xs[0], mean], [f"{n}.centred"], ".centred")
     square = e.add("Mul", [centred, centred], [f"{n}.square"], ".square")

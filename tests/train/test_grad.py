@@ -6,7 +6,9 @@ with torch.autograd in float64 on the same inputs and output gradient: the relat
 max|a - b| / max|b| must stay within 1e-5. The oracles are written with torch.nn.functional
 (asymmetric pads as an explicit F.pad), never with netdsl's code. The table covers every
 configuration the language can emit: strides, per-side and "same" pads, dilation, groups
-(depthwise), ceil-mode end pads, count_include_pad=0, overlapping max windows, broadcasting.
+(depthwise), ceil-mode end pads, count_include_pad=0, overlapping max windows, broadcasting;
+the convolutions, poolings and batch norm on signals (N x C x L, rows named 1d_) and volumes
+(N x C x D x H x W, rows named 3d_) too.
 """
 
 from __future__ import annotations
@@ -29,38 +31,64 @@ T = torch.Tensor
 
 
 def _pad(x: T, pads: list[int], value: float = 0.0) -> T:
-    """ONNX pads [top, left, bottom, right] as F.pad's (left, right, top, bottom)."""
-    return F.pad(x, (pads[1], pads[3], pads[0], pads[2]), value=value)
+    """ONNX pads [begins of each spatial axis, then ends] as F.pad's pairs, last axis first."""
+    rank = len(pads) // 2
+    return F.pad(
+        x, [v for a in reversed(range(rank)) for v in (pads[a], pads[a + rank])], value=value
+    )
 
 
-def _conv(stride: int = 1, pads: Any = (0, 0, 0, 0), dil: int = 1, groups: int = 1) -> Any:
+# PyTorch's functions by tensor rank: signals (N x C x L), images, volumes (N x C x D x H x W)
+CONV = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
+DECONV = {3: F.conv_transpose1d, 4: F.conv_transpose2d, 5: F.conv_transpose3d}
+MAXPOOL = {3: F.max_pool1d, 4: F.max_pool2d, 5: F.max_pool3d}
+AVGPOOL = {3: F.avg_pool1d, 4: F.avg_pool2d, 5: F.avg_pool3d}
+ADAPTIVE_MAX = {3: F.adaptive_max_pool1d, 4: F.adaptive_max_pool2d, 5: F.adaptive_max_pool3d}
+
+
+def _zeros(x: T, pads: Any) -> list[int]:
+    return [0] * 2 * (x.dim() - 2) if pads is None else list(pads)
+
+
+def _conv(stride: Any = 1, pads: Any = None, dil: Any = 1, groups: int = 1) -> Any:
     def f(x: T, w: T, b: T | None = None) -> T:
-        return F.conv2d(_pad(x, list(pads)), w, b, stride=stride, dilation=dil, groups=groups)
+        conv = CONV[x.dim()]
+        return conv(_pad(x, _zeros(x, pads)), w, b, stride=stride, dilation=dil, groups=groups)
 
     return f
 
 
-def _deconv(stride: int, pads: Any, op: int = 0, dil: int = 1, groups: int = 1) -> Any:
+def _deconv(stride: Any, pads: Any, op: Any = 0, dil: Any = 1, groups: int = 1) -> Any:
     def f(x: T, w: T, b: T | None = None) -> T:
-        y = F.conv_transpose2d(
-            x, w, b, stride=stride, output_padding=op, dilation=dil, groups=groups
-        )
-        return y[:, :, pads[0] : y.shape[2] - pads[2], pads[1] : y.shape[3] - pads[3]]
+        deconv = DECONV[x.dim()]
+        y = deconv(x, w, b, stride=stride, output_padding=op, dilation=dil, groups=groups)
+        rank = x.dim() - 2  # ONNX's pads crop the full transposed convolution
+        crop = [slice(pads[a], y.shape[2 + a] - pads[a + rank]) for a in range(rank)]
+        return y[(slice(None), slice(None), *crop)]
 
     return f
 
 
-def _maxpool(k: int, s: int, pads: Any) -> Any:
-    return lambda x: F.max_pool2d(_pad(x, list(pads), -np.inf), k, s)
+def _maxpool(k: Any, s: Any, pads: Any) -> Any:
+    return lambda x: MAXPOOL[x.dim()](_pad(x, list(pads), -np.inf), k, s)
 
 
-def _avgpool(k: int, s: int, pads: Any) -> Any:
-    def f(x: T) -> T:  # padding counted in neither sum nor count
-        total = F.avg_pool2d(_pad(x, list(pads)), k, s, divisor_override=1)
-        count = F.avg_pool2d(_pad(torch.ones_like(x), list(pads)), k, s, divisor_override=1)
+def _avgpool(k: Any, s: Any, pads: Any) -> Any:
+    def f(x: T) -> T:  # padding counted in neither sum nor count (the window sizes cancel)
+        pool = AVGPOOL[x.dim()]
+        total = pool(_pad(x, list(pads)), k, s)
+        count = pool(_pad(torch.ones_like(x), list(pads)), k, s)
         return total / count
 
     return f
+
+
+def _gap(x: T) -> T:
+    return x.mean(tuple(range(2, x.dim())), keepdim=True)
+
+
+def _gmp(x: T) -> T:
+    return ADAPTIVE_MAX[x.dim()](x, 1)  # type: ignore[no-any-return]
 
 
 def _lrn(size: int, alpha: float, beta: float, k: float) -> Any:
@@ -219,8 +247,8 @@ CASES: dict[str, tuple[str, list[np.ndarray], dict[str, Any], Callable[..., T]]]
         {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1], "count_include_pad": 0},
         _avgpool(3, 2, [0, 0, 1, 1]),
     ),
-    "gap": ("GlobalAveragePool", [_r(2, 3, 5, 5)], {}, lambda x: x.mean((2, 3), keepdim=True)),
-    "gmp": ("GlobalMaxPool", [_r(2, 3, 5, 5)], {}, lambda x: F.adaptive_max_pool2d(x, 1)),
+    "gap": ("GlobalAveragePool", [_r(2, 3, 5, 5)], {}, _gap),
+    "gmp": ("GlobalMaxPool", [_r(2, 3, 5, 5)], {}, _gmp),
     "gmp_ties": (
         "GlobalMaxPool",
         [np.maximum(_r(2, 3, 4, 4), 0) * (R.random((2, 3, 1, 1)) > 0.5)],
@@ -289,6 +317,198 @@ CASES: dict[str, tuple[str, list[np.ndarray], dict[str, Any], Callable[..., T]]]
         lambda x: x.mean((0, 2, 3), keepdim=True),
     ),
     "identity": ("Identity", [_r(2, 3)], {}, lambda x: x * 1),
+}
+# signals (N x C x L) and volumes (N x C x D x H x W): the same rules at one and three axes
+CASES |= {
+    "1d_conv_k3_p1": (
+        "Conv",
+        [_r(2, 3, 11), _r(4, 3, 3), _r(4)],
+        {"pads": [1, 1]},
+        _conv(1, [1, 1]),
+    ),
+    "1d_conv_causal_pad_d4": (  # WaveNet's: a Pad layer of d zeros first, then a valid conv
+        "Conv",
+        [_r(2, 4, 20), _r(6, 4, 2), _r(6)],
+        {"dilations": [4]},
+        _conv(1, [0, 0], 4),
+    ),
+    "1d_conv_causal_own_pads_d4": (
+        "Conv",
+        [_r(2, 4, 16), _r(6, 4, 2), _r(6)],
+        {"dilations": [4], "pads": [4, 0]},
+        _conv(1, [4, 0], 4),
+    ),
+    "1d_conv_s2_groups2_sides": (
+        "Conv",
+        [_r(2, 4, 13), _r(6, 2, 3), _r(6)],
+        {"strides": [2], "group": 2, "pads": [1, 2]},
+        _conv(2, [1, 2], 1, 2),
+    ),
+    "1d_conv_depthwise_d2": (
+        "Conv",
+        [_r(2, 3, 12), _r(6, 1, 3)],
+        {"group": 3, "dilations": [2], "pads": [2, 2]},
+        _conv(1, [2, 2], 2, 3),
+    ),
+    "1d_conv_s3_d2_leftover": (
+        "Conv",
+        [_r(2, 2, 17), _r(3, 2, 3), _r(3)],
+        {"strides": [3], "dilations": [2], "pads": [0, 1]},
+        _conv(3, [0, 1], 2),
+    ),
+    "3d_conv3x3x3_p1": (  # C3D's
+        "Conv",
+        [_r(2, 3, 4, 6, 6), _r(4, 3, 3, 3, 3), _r(4)],
+        {"pads": [1] * 6},
+        _conv(1, [1] * 6),
+    ),
+    "3d_conv_s122_sides": (
+        "Conv",
+        [_r(2, 2, 5, 7, 6), _r(3, 2, 3, 3, 2), _r(3)],
+        {"strides": [1, 2, 2], "pads": [0, 1, 1, 1, 0, 1]},
+        _conv((1, 2, 2), [0, 1, 1, 1, 0, 1]),
+    ),
+    "3d_conv_dilated_groups2": (
+        "Conv",
+        [_r(2, 4, 5, 7, 7), _r(4, 2, 3, 3, 3), _r(4)],
+        {"group": 2, "dilations": [1, 2, 2], "pads": [1, 2, 2, 1, 2, 2]},
+        _conv(1, [1, 2, 2, 1, 2, 2], (1, 2, 2), 2),
+    ),
+    "3d_conv_depthwise_s2": (
+        "Conv",
+        [_r(2, 3, 4, 6, 6), _r(3, 1, 3, 3, 3), _r(3)],
+        {"group": 3, "strides": [2, 2, 2], "pads": [1] * 6},
+        _conv(2, [1] * 6, 1, 3),
+    ),
+    "1d_deconv_s2": (
+        "ConvTranspose",
+        [_r(2, 3, 5), _r(3, 2, 3), _r(2)],
+        {"strides": [2], "pads": [1, 1], "output_padding": [1]},
+        _deconv(2, [1, 1], 1),
+    ),
+    "1d_deconv_groups_dil_sides": (
+        "ConvTranspose",
+        [_r(2, 4, 6), _r(4, 3, 3)],
+        {"group": 2, "dilations": [2], "pads": [0, 1]},
+        _deconv(1, [0, 1], 0, 2, 2),
+    ),
+    "3d_deconv_s122": (
+        "ConvTranspose",
+        [_r(2, 3, 3, 4, 4), _r(3, 2, 3, 3, 3), _r(2)],
+        {"strides": [1, 2, 2], "pads": [1] * 6, "output_padding": [0, 1, 1]},
+        _deconv((1, 2, 2), [1] * 6, (0, 1, 1)),
+    ),
+    "3d_deconv_s2_sides_groups": (
+        "ConvTranspose",
+        [_r(2, 4, 3, 3, 4), _r(4, 1, 2, 2, 2), _r(2)],
+        {"strides": [2, 2, 2], "pads": [0, 1, 0, 1, 0, 1], "group": 2},
+        _deconv(2, [0, 1, 0, 1, 0, 1], 0, 1, 2),
+    ),
+    "1d_maxpool2": (
+        "MaxPool",
+        [_r(2, 3, 10)],
+        {"kernel_shape": [2], "strides": [2]},
+        _maxpool(2, 2, [0, 0]),
+    ),
+    "1d_maxpool3_s2_p1": (
+        "MaxPool",
+        [_r(2, 3, 11)],
+        {"kernel_shape": [3], "strides": [2], "pads": [1, 1]},
+        _maxpool(3, 2, [1, 1]),
+    ),
+    "1d_maxpool3_s1_overlap": (
+        "MaxPool",
+        [_r(2, 2, 9)],
+        {"kernel_shape": [3], "pads": [1, 1]},
+        _maxpool(3, 1, [1, 1]),
+    ),
+    "1d_maxpool_ceil_end": (
+        "MaxPool",
+        [_r(2, 2, 10)],
+        {"kernel_shape": [3], "strides": [2], "pads": [0, 1]},
+        _maxpool(3, 2, [0, 1]),
+    ),
+    "3d_maxpool1x2x2": (  # C3D's pool1
+        "MaxPool",
+        [_r(2, 3, 4, 6, 6)],
+        {"kernel_shape": [1, 2, 2], "strides": [1, 2, 2]},
+        _maxpool((1, 2, 2), (1, 2, 2), [0] * 6),
+    ),
+    "3d_maxpool2_ceil_ends": (  # C3D's pool5
+        "MaxPool",
+        [_r(2, 2, 3, 5, 5)],
+        {"kernel_shape": [2, 2, 2], "strides": [2, 2, 2], "pads": [0, 0, 0, 1, 1, 1]},
+        _maxpool(2, 2, [0, 0, 0, 1, 1, 1]),
+    ),
+    "3d_maxpool3_s1_p1": (
+        "MaxPool",
+        [_r(2, 2, 4, 4, 4)],
+        {"kernel_shape": [3, 3, 3], "pads": [1] * 6},
+        _maxpool(3, 1, [1] * 6),
+    ),
+    "1d_avgpool2_leftover": (
+        "AveragePool",
+        [_r(2, 3, 9)],
+        {"kernel_shape": [2], "strides": [2]},
+        _avgpool(2, 2, [0, 0]),
+    ),
+    "1d_avgpool3_s2_p1": (
+        "AveragePool",
+        [_r(2, 3, 11)],
+        {"kernel_shape": [3], "strides": [2], "pads": [1, 1], "count_include_pad": 0},
+        _avgpool(3, 2, [1, 1]),
+    ),
+    "1d_avgpool_ceil_end": (
+        "AveragePool",
+        [_r(2, 2, 10)],
+        {"kernel_shape": [3], "strides": [2], "pads": [0, 1], "count_include_pad": 0},
+        _avgpool(3, 2, [0, 1]),
+    ),
+    "3d_avgpool2": (
+        "AveragePool",
+        [_r(2, 3, 4, 6, 6)],
+        {"kernel_shape": [2, 2, 2], "strides": [2, 2, 2]},
+        _avgpool(2, 2, [0] * 6),
+    ),
+    "3d_avgpool3_s2_p1": (
+        "AveragePool",
+        [_r(2, 2, 5, 7, 7)],
+        {"kernel_shape": [3, 3, 3], "strides": [2, 2, 2], "pads": [1] * 6, "count_include_pad": 0},
+        _avgpool(3, 2, [1] * 6),
+    ),
+    "3d_avgpool_ceil_ends": (
+        "AveragePool",
+        [_r(2, 2, 4, 6, 5)],
+        {
+            "kernel_shape": [1, 3, 3],
+            "strides": [1, 2, 2],
+            "pads": [0, 0, 0, 0, 1, 0],
+            "count_include_pad": 0,
+        },
+        _avgpool((1, 3, 3), (1, 2, 2), [0, 0, 0, 0, 1, 0]),
+    ),
+    "1d_gap": ("GlobalAveragePool", [_r(2, 3, 7)], {}, _gap),
+    "1d_gmp": ("GlobalMaxPool", [_r(2, 3, 7)], {}, _gmp),
+    "3d_gap": ("GlobalAveragePool", [_r(2, 3, 3, 4, 4)], {}, _gap),
+    "3d_gmp": ("GlobalMaxPool", [_r(2, 3, 3, 4, 4)], {}, _gmp),
+    "1d_bn_train": (
+        "BatchNormalization",
+        [_r(4, 3, 7), _pos(3), _r(3), _r(3), _pos(3)],
+        {"training_mode": 1, "epsilon": 1e-3},
+        _bn(True),
+    ),
+    "3d_bn_train": (
+        "BatchNormalization",
+        [_r(3, 2, 3, 4, 4), _pos(2), _r(2), _r(2), _pos(2)],
+        {"training_mode": 1, "epsilon": 1e-3},
+        _bn(True),
+    ),
+    "3d_bn_inference": (
+        "BatchNormalization",
+        [_r(3, 2, 3, 4, 4), _pos(2), _r(2), _r(2), _pos(2)],
+        {"epsilon": 1e-3},
+        _bn(False),
+    ),
 }
 INT_INPUTS = {  # constant second inputs
     "Unsqueeze": np.array([2, 3], dtype=np.int64),

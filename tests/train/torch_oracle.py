@@ -25,7 +25,19 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 
 def _pad(x: T, pads: list[int], value: float = 0.0) -> T:
-    return F.pad(x, (pads[1], pads[3], pads[0], pads[2]), value=value)
+    """ONNX pads [begins of each spatial axis, then ends] as F.pad's pairs, last axis first."""
+    rank = len(pads) // 2
+    return F.pad(
+        x, [v for a in reversed(range(rank)) for v in (pads[a], pads[a + rank])], value=value
+    )
+
+
+# PyTorch's functions by tensor rank: signals (N x C x L), images, volumes (N x C x D x H x W)
+CONV = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
+DECONV = {3: F.conv_transpose1d, 4: F.conv_transpose2d, 5: F.conv_transpose3d}
+MAXPOOL = {3: F.max_pool1d, 4: F.max_pool2d, 5: F.max_pool3d}
+AVGPOOL = {3: F.avg_pool1d, 4: F.avg_pool2d, 5: F.avg_pool3d}
+ADAPTIVE_MAX = {3: F.adaptive_max_pool1d, 4: F.adaptive_max_pool2d, 5: F.adaptive_max_pool3d}
 
 
 def run(
@@ -81,26 +93,33 @@ def _op(
             index[int(axis)] = slice(int(start), int(min(int(stop), x.shape[int(axis)])), int(step))
         return x[tuple(index)]
     if op in ("Conv", "ConvTranspose"):
-        pads, s, d = a.get("pads", [0] * 4), a.get("strides", [1, 1]), a.get("dilations", [1, 1])
+        rank = x.dim() - 2
+        pads = a.get("pads", [0] * 2 * rank)
+        s, d = a.get("strides", [1] * rank), a.get("dilations", [1] * rank)
         b = ins[2] if len(ins) > 2 else None
         if op == "Conv":
-            return F.conv2d(_pad(x, pads), ins[1], b, s, 0, d, a.get("group", 1))
-        y = F.conv_transpose2d(
-            x, ins[1], b, s, 0, a.get("output_padding", [0, 0]), a.get("group", 1), d
+            return CONV[x.dim()](_pad(x, pads), ins[1], b, s, 0, d, a.get("group", 1))
+        y = DECONV[x.dim()](
+            x, ins[1], b, s, 0, a.get("output_padding", [0] * rank), a.get("group", 1), d
         )
-        return y[:, :, pads[0] : y.shape[2] - pads[2], pads[1] : y.shape[3] - pads[3]]
+        crop = [slice(pads[i], y.shape[2 + i] - pads[i + rank]) for i in range(rank)]
+        return y[(slice(None), slice(None), *crop)]
     if op == "MaxPool":
-        pads = a.get("pads", [0] * 4)
-        return F.max_pool2d(_pad(x, pads, -np.inf), a["kernel_shape"], a.get("strides", 1))
-    if op == "AveragePool":
-        pads, k, s = a.get("pads", [0] * 4), a["kernel_shape"], a.get("strides", 1)
-        total = F.avg_pool2d(_pad(x, pads), k, s, divisor_override=1)
-        count = F.avg_pool2d(_pad(torch.ones_like(x), pads), k, s, divisor_override=1)
+        pads = a.get("pads", [0] * 2 * (x.dim() - 2))
+        return MAXPOOL[x.dim()](_pad(x, pads, -np.inf), a["kernel_shape"], a.get("strides", 1))
+    if op == "AveragePool":  # padding counted in neither sum nor count (window sizes cancel)
+        pads, k, s = a.get("pads", [0] * 2 * (x.dim() - 2)), a["kernel_shape"], a.get("strides", 1)
+        total = AVGPOOL[x.dim()](_pad(x, pads), k, s)
+        count = AVGPOOL[x.dim()](_pad(torch.ones_like(x), pads), k, s)
         return total / count
     if op == "GlobalAveragePool":
-        return x.mean((2, 3), keepdim=True)
+        return x.mean(tuple(range(2, x.dim())), keepdim=True)
     if op == "GlobalMaxPool":
-        return F.adaptive_max_pool2d(x, 1)
+        return ADAPTIVE_MAX[x.dim()](x, 1)
+    if op == "Pad":  # constant zeros (WaveNet's causal padding)
+        pads = [int(v) for v in ins[1]]
+        rank = x.dim()
+        return F.pad(x, [v for i in reversed(range(rank)) for v in (pads[i], pads[i + rank])])
     if op == "Gemm":
         w = ins[1].T if a.get("transB", 0) else ins[1]
         return x @ w + (ins[2] if len(ins) > 2 else 0)
