@@ -9,7 +9,9 @@ its metadata (`metadata`) says how images become those pixels (size, channels, s
 resize rule of `backends/data/images.py`, mean, std, class names): `netdsl run` and `compare`
 read it back (`read_metadata`). Per step, `Augmenter` draws the random shifts (a zero-padded
 random crop: the same thing) and horizontal flips of a batch; a shift moves an axis only by up to
-an eighth of its size (none on an axis of one pixel: a 1-D signal stays whole).
+an eighth of its size (none on an axis of one pixel: a 1-D signal written C×1×T stays whole).
+Both, and the statistics, take samples of any rank (signals N×C×L, volumes N×C×D×H×W: each
+spatial axis shifted, the last one flipped); images are drawn exactly as before.
 """
 
 from __future__ import annotations
@@ -44,16 +46,21 @@ def normalisation(
     if not normalise:
         return Normalisation((0.0,) * c, (1.0,) * c)
     if mean is None:
-        m = tuple(float(v) for v in x.mean(axis=(0, 2, 3), dtype=np.float64))
+        m = tuple(float(v) for v in x.mean(axis=_spread(x), dtype=np.float64))
     else:
         m = _per_channel(mean, c, "mean")
     if std is None:
-        s = tuple(float(v) for v in x.std(axis=(0, 2, 3), dtype=np.float64))
+        s = tuple(float(v) for v in x.std(axis=_spread(x), dtype=np.float64))
     else:
         s = _per_channel(std, c, "std")
     if any(v <= 0 for v in s):
         raise NetError(f"the standard deviations must be above 0, got {', '.join(map(str, s))}")
     return Normalisation(tuple(round(v, 6) for v in m), tuple(max(round(v, 6), MIN_STD) for v in s))
+
+
+def _spread(x: np.ndarray) -> tuple[int, ...]:
+    """Every axis of N×C×... but the channels'."""
+    return (0, *range(2, x.ndim))
 
 
 def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
@@ -80,7 +87,8 @@ class Augmenter:
     ) -> None:
         self.most = shifts(image[1:], shift)
         self.flip = flip
-        self.fill = fill.reshape(1, -1, 1, 1).astype(np.float32)  # a black pixel, normalised
+        spatial = [1] * (len(image) - 1)
+        self.fill = fill.reshape(1, -1, *spatial).astype(np.float32)  # black, normalised
 
     @property
     def active(self) -> bool:
@@ -89,20 +97,23 @@ class Augmenter:
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not self.active:
             return x
-        n, _, h, w = x.shape
-        my, mx = self.most
-        if my or mx:
-            padded = np.empty((n, x.shape[1], h + 2 * my, w + 2 * mx), np.float32)
+        n, size, most = len(x), x.shape[2:], self.most
+        moved = any(most)
+        if moved:  # each sample moved along every spatial axis (a signal's, an image's two ...)
+            grown = tuple(s + 2 * m for s, m in zip(size, most, strict=True))
+            padded = np.empty((n, x.shape[1], *grown), np.float32)
             padded[...] = self.fill
-            padded[:, :, my : my + h, mx : mx + w] = x
-            moves = rng.integers(0, [2 * my + 1, 2 * mx + 1], size=(n, 2)).tolist()
+            inner = (slice(m, m + s) for m, s in zip(most, size, strict=True))
+            padded[(slice(None), slice(None), *inner)] = x
+            moves = rng.integers(0, [2 * m + 1 for m in most], size=(n, len(most))).tolist()
             x = np.empty_like(x)
-            for i, (dy, dx) in enumerate(moves):
-                x[i] = padded[i, :, dy : dy + h, dx : dx + w]
-        if self.flip:
+            for i, move in enumerate(moves):
+                window = (slice(None), *(slice(d, d + s) for d, s in zip(move, size, strict=True)))
+                x[i] = padded[i][window]
+        if self.flip:  # mirrored along the last axis (left to right; a signal in time)
             turn = rng.random(n) < 0.5
-            x = x.copy() if not (my or mx) else x
-            x[turn] = x[turn, :, :, ::-1]
+            x = x.copy() if not moved else x
+            x[turn] = x[turn][..., ::-1]
         return x
 
 

@@ -88,7 +88,7 @@ def _gap(x: T) -> T:
 
 
 def _gmp(x: T) -> T:
-    return ADAPTIVE_MAX[x.dim()](x, 1)  # type: ignore[no-any-return]
+    return ADAPTIVE_MAX[x.dim()](x, 1)
 
 
 def _lrn(size: int, alpha: float, beta: float, k: float) -> Any:
