@@ -4,10 +4,16 @@ Outside CI (tests/core/test_property.py runs the same generator for a few hundre
 hypothesis). Each input is a folder of `.net` files: a main file written from the grammar (nets,
 definitions with parameters, defaults, repetitions with boundary counts, nested empty
 repetitions, comprehensions, residuals, branches, imports of real zoo files and of hostile
-paths) or a zoo file with mutations (numbers swapped for 0, -1, 100,000, 2^31, 10^400, NaN,
-tokens inserted, deleted, doubled). Every accepted net is summarised (table and JSON). An input
-fails if anything other than `NetError` escapes, or if it takes more than 1 s of CPU time (CPU,
-not wall-clock time: the run is meant to be niced on a shared machine).
+paths), a net that is a graph (named inputs of every rank, shared blocks, named tensors,
+merges, crops and upsamplings to another tensor, labels, several outputs), or a zoo file or a
+hand-written graph with mutations (numbers swapped for 0, -1, 100,000, 2^31, 10^400, NaN,
+tokens inserted, deleted, doubled). Layers include the shape layers (reshape, transpose, pad,
+channels, local, adaptive pools, gated), `in.c` and shape checks. Every accepted net is
+summarised (table and JSON). An input fails if anything other than `NetError` escapes, or if it
+takes more than 1 s of CPU time (CPU, not wall-clock time: the run is meant to be niced on a
+shared machine). An input is stopped
+after 10 s of CPU time and the run may map 4 GiB, so that a hang or a memory bomb is reported
+as a finding instead of stalling the run or the machine.
 
     nice -n 10 .venv/bin/python -m bench.fuzz_long [--inputs 100000] [--seed 1] [--json out.json]
 """
@@ -19,7 +25,9 @@ import importlib
 import json
 import os
 import random
+import resource
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -53,6 +61,11 @@ BOUNDARY = [
     "s",
     "n",
     "(c/0)",
+    "in.c",
+    "in.h",
+    "in.l",
+    "in.d",
+    "in.x",
 ]
 OPS = sorted(ops.known_names())
 SHORT = [
@@ -128,6 +141,11 @@ GRAPH_SEEDS = [
     "  y = [a, b -> conv(16, k=2, d=2, p=same) -> gated] -> add -> transpose(2, 3, 1)\n"
     "  output p: y -> reshape(8, -1) -> softmax(axis=2)\n"
     "  output q: a -> adaptivemaxpool(2) -> flatten -> fc(4)\n",
+    "def half(c=in.c/2) = conv1x1(c) -> bn -> relu\ndef pool = avgpool(k=(in.h, in.w))\n"
+    "net twin(L=2):\n  input a: (2*L)x16x16, b: (2*L)x16x16\n"
+    "  t = [half -> conv3x3(4) -> 4x16x16 -> pool]\n"
+    "  ya = a -> t\n  yb = b -> t\n"
+    "  output d: [ya, yb] -> add -> flatten -> 4\n  output m: [ya, yb] -> concat\n",
 ]
 HOSTILE_IMPORTS = [
     "/dev/zero",
@@ -168,10 +186,29 @@ INSERTS = [
     "x: ",
     "a -> ",
     "-> t",
+    "[a, b] -> sub -> abs",
+    "[a, b] -> mean",
+    "-> 4x8x8",
+    "-> 8x8",
+    "-> (c)x(8)x(8)",
+    "in.c",
+    "(in.c/2)",
+    "k=(in.h, in.w)",
+    "input (2*c)x8x8",
     *GRAPH_LAYERS,
 ]
 SLOW_S = 1.0  # CPU seconds
+STOP_S = 10  # CPU seconds after which an input is stopped (a finding over 1 s, not a hang)
+MEMORY = 4 << 30  # bytes the run may map: a memory bomb is a MemoryError finding, not a swap storm
 KEPT = 100_000  # characters of a finding's input kept in the report
+
+
+class Stopped(BaseException):
+    """An input that ran STOP_S of CPU time (a BaseException: no `except Exception` holds it)."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped
 
 
 class Writer:
@@ -263,6 +300,8 @@ class Writer:
 
     def term(self, depth: int) -> str:
         r = self.rng.random()
+        if r < 0.04:  # a shape check (`-> 64x56x56`, `-> 56x56`, `-> (c)x(8)x(8)`)
+            return self.rng.choice(["4x8x8", "8x8", "64", "(c)x(8)x(8)", "(in.c)x8", self.dims()])
         if depth > 3 or r < 0.45:
             return self.call()
         inner = self.chain(depth + 1)
@@ -320,7 +359,7 @@ class Writer:
                 r.choice(self.tensors) + (f" -> {self.tame()}" if r.random() < 0.3 else "")
                 for _ in range(r.randint(2, 3))
             ]
-            merge = r.choice(["concat", "add", "mul", "add", "concat"])
+            merge = r.choice(["concat", "add", "mul", "add", "concat", "sub", "mean"])
             return f"[{', '.join(items)}] -> {merge}"
         return r.choice(self.tensors) if self.tensors else "a"
 
@@ -371,7 +410,8 @@ class Writer:
             lines.append(
                 f"{body}defaults {r.choice(OPS)}.{r.choice(['c', 'p', 'k'])}={self.expr()}"
             )
-        lines.append(f"{body}input {self.dims()}")
+        shown = self.dims() if r.random() < 0.9 else f"({self.expr()})x8x8"  # sizes of parameters
+        lines.append(f"{body}input {shown}")
         lines.append(body + self.chain())
         return "\n".join(lines) + "\n"
 
@@ -497,14 +537,19 @@ def run(
             "wall_seconds": round(time.perf_counter() - started, 1),
         }
 
+    signal.signal(signal.SIGPROF, _stop)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         populate(folder)
         for n in range(1, inputs + 1):
             text = generate(rng)
             start, cpu = time.perf_counter(), time.process_time()
+            stopped = False
+            signal.setitimer(signal.ITIMER_PROF, STOP_S)  # CPU time, as SLOW_S counts it
             try:
                 counts["ok" if check(text, folder) is None else "error"] += 1
+            except Stopped:
+                stopped = True
             except Exception as error:  # the point: anything but NetError is a finding
                 crashes.append(
                     {
@@ -513,12 +558,19 @@ def run(
                         "traceback": traceback.format_exc()[-2000:],
                     }
                 )
+            finally:
+                signal.setitimer(signal.ITIMER_PROF, 0)
             # CPU seconds: the run is niced on a shared machine, where waiting is not work
             took, wall = time.process_time() - cpu, time.perf_counter() - start
             worst = max(worst, took)
-            if took > SLOW_S:
+            if took > SLOW_S or stopped:
                 slow.append(
-                    {"input": text[:KEPT], "cpu_seconds": round(took, 3), "wall": round(wall, 3)}
+                    {
+                        "input": text[:KEPT],
+                        "cpu_seconds": round(took, 3),
+                        "wall": round(wall, 3),
+                        **({"stopped": f"after {STOP_S} CPU s"} if stopped else {}),
+                    }
                 )
             if n % report_every == 0:
                 print(
@@ -537,6 +589,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the figures and findings as JSON")
     args = parser.parse_args()
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY, resource.getrlimit(resource.RLIMIT_AS)[1]))
     netdsl.load("lenet5")  # warm: the parser tables load once per process
     result = run(args.inputs, args.seed, partial=args.json)
     if args.json:
