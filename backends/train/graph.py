@@ -234,7 +234,7 @@ class Builder(Protocol):
 def bn(e: Builder, node: Node, xs: list[str]) -> str:
     """y = (x - mean) / sqrt(var + eps) * scale + bias over the batch (and space)."""
     n, spatial = node.name, len(node.shape) > 1
-    axes = [0, 2, 3] if spatial else [0]
+    axes = [0, *range(2, len(node.shape) + 1)]  # all but the channels, at any rank
     mean = e.add("ReduceMean", xs, [f"{n}.mu"], ".mu", axes=axes, keepdims=1)
     centred = e.add("Sub", [xs[0], mean], [f"{n}.centred"], ".centred")
     square = e.add("Mul", [centred, centred], [f"{n}.square"], ".square")
@@ -249,7 +249,7 @@ def bn(e: Builder, node: Node, xs: list[str]) -> str:
     e.add("Reshape", [var, channels], [f"{n}.batch_var"], ".batch_var")
     scale, bias = e.weight("scale"), e.weight("bias")
     if spatial:
-        axes_hw = e.const(".hw", np.array([1, 2], dtype=np.int64))
+        axes_hw = e.const(".hw", np.arange(1, len(node.shape), dtype=np.int64))
         scale = e.add("Unsqueeze", [scale, axes_hw], [f"{n}.scale_chw"], ".scale_chw")
         bias = e.add("Unsqueeze", [bias, axes_hw], [f"{n}.bias_chw"], ".bias_chw")
     scaled = e.add("Mul", [normed, scale], [f"{n}.scaled"], ".scaled")
