@@ -92,6 +92,12 @@ def check_trainable(net: ShapedNet) -> int:
                     "`netdsl compile` and train it elsewhere"
                 ],
             )
+        if node.op == "lrn" and len(node.shape) != 3:  # its training form is written for images
+            raise NetError(
+                f"cannot train {node.name} (lrn) on {'x'.join(map(str, node.shape))}: "
+                "onnxruntime runs LRN on images (C x H x W) only",
+                node.span,
+            )
     out = net.nodes[net.output]
     if len(out.shape) != 1 or out.shape[0] < 2:
         raise NetError(
