@@ -184,15 +184,32 @@ def bins(n: int, m: int) -> tuple[tuple[int, int], ...]:
     return tuple((i * n // m, -(-(i + 1) * n // m)) for i in range(m))
 
 
+MAX_BINS = 1024  # uneven adaptive bins per axis: each is a node of its own in ONNX
+
+
 def adaptive_pool(ctx: Ctx) -> Out:
+    """Adaptive pooling to a given output size (PyTorch's bins; a larger size repeats
+    positions). Uneven bins are emitted one by one, so at most MAX_BINS of them per axis, and
+    they are listed only after that check (a size of 2^31 - 1 would list gigabytes)."""
     c, sizes = _spatial(ctx)
     size = _per_axis(ctx, "size", ctx.attrs["size"], len(sizes))
-    edges = tuple(bins(n, m) for n, m in zip(sizes, size, strict=True))
-    widest = tuple(max(e - b for b, e in axis) for axis in edges)
+    uneven = [n for n, m in zip(sizes, size, strict=True) if n % m]
+    for n, m in zip(sizes, size, strict=True):
+        if uneven and m > MAX_BINS:
+            raise ShapeError(
+                f"{ctx.written}: {m:,} bins from {n:,} positions where the bins are uneven, "
+                f"more than the {MAX_BINS:,} netdsl emits one by one",
+                [f"choose sizes that divide the input's, or at most {MAX_BINS:,}"],
+            )
+    if uneven:  # the bins of every axis (the emitter slices each one)
+        edges = tuple(bins(n, m) for n, m in zip(sizes, size, strict=True))
+        widest = tuple(max(e - b for b, e in axis) for axis in edges)
+    else:  # even bins: one pooling window n/m, nothing to list
+        edges = tuple(() for _ in sizes)
+        widest = tuple(n // m for n, m in zip(sizes, size, strict=True))
     stride = tuple(max(1, n // m) for n, m in zip(sizes, size, strict=True))
     rank = len(sizes)
     window = Window("window", widest, stride, (1,) * rank, (0,) * rank)
-    uneven = [n for n, m in zip(sizes, size, strict=True) if n % m]
     note = "uneven bins: the receptive field shown is the widest bin's" if uneven else ""
     return Out((c, *size), {"size": size, "bins": edges}, window=window, note=note)
 

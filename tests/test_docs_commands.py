@@ -34,6 +34,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TIMEOUT = 30
 SHELL_BLOCKS = {"", "bash", "sh", "shell", "console"}
 COMMAND = re.compile(r"^(\.venv/bin/|netdsl\b|python)")
+PICTURE = re.compile(r"draw.*\.(png|svg)\b")  # a diagram Graphviz's `dot` draws
 
 # (doc, the start of the command) -> why it does not run in this test
 SKIPPED: dict[tuple[str, str], str] = {
@@ -204,6 +205,8 @@ def test_doc_example_runs(case: Example, folders: dict[str, Path]) -> None:
     skipped, broken = case.find(SKIPPED), case.find(BROKEN)
     if skipped:
         pytest.skip(skipped)
+    if shutil.which("dot") is None and PICTURE.search(case.text):
+        pytest.skip("draws an SVG or PNG, which needs Graphviz's `dot` (not installed here)")
     folder = folders[case.doc]
     for name, content in case.files:
         (folder / name).write_text(content)
@@ -213,6 +216,8 @@ def test_doc_example_runs(case: Example, folders: dict[str, Path]) -> None:
             for e in CASES
             if e.doc == case.doc and 0 < e.python < case.python and not e.find(BROKEN)
         ]
+        if shutil.which("dot") is None and any(PICTURE.search(text) for text in earlier):
+            pytest.skip("runs a block that draws an SVG or PNG, which needs Graphviz's `dot`")
         script = folder / f"doc_block_{case.python}.py"
         script.write_text("\n".join([*earlier, case.text]))
         argv = [sys.executable, script.name]

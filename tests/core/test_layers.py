@@ -63,6 +63,11 @@ def test_deepface_l4_counts_weights_per_position_and_a_bias_per_unit() -> None:
         ("input 5x4x4\ngated", "even number of channels"),
         ("input 3x2x2\nlocal3x3(4)", "floor((2 + 0 - 3)/1) + 1 = 0"),
         ("input 3x8x8\navgpool3x3/2(ceil=true, count_pad=true)", "count_pad=true with ceil"),
+        # adaptive pooling emits at most 1,024 uneven bins an axis (a size of 2^31 - 1 once
+        # listed its bins first: gigabytes; found by fuzzing)
+        ("input 1x64\nadaptiveavgpool(2147483647)", "2,147,483,647 bins from 64 positions"),
+        ("input 1x8x8\nadaptivemaxpool((4, 1025))", "1,025 bins from 8 positions"),
+        ("input 1x3000\nadaptiveavgpool(2999)", "2,999 bins from 3,000 positions"),
     ],
 )
 def test_mistakes_are_located_errors(text: str, message: str) -> None:
