@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -243,9 +243,11 @@ def bench(
     repeats: int = 20,
     warmup: int = 3,
     seed: int = 0,
+    given: Mapping[str, np.ndarray] | None = None,
     **options: Any,
 ) -> list[Timing]:
-    """Median latency and throughput of the model for each batch size, on random inputs."""
+    """Median latency and throughput of the model for each batch size, on random inputs, or
+    on the samples `given` for an input (by name; repeated to fill each batch)."""
     if repeats < 1 or warmup < 0 or any(b < 1 for b in batches):
         raise NetError("repeats and batch sizes must be >= 1, warmup >= 0")
     sess = session(model, **options)
@@ -267,7 +269,9 @@ def bench(
     timings = []
     for b in batches:
         feeds = {
-            name: random_input([b, *(int(d) for d in shape[1:])], seed + k)
+            name: np.resize(given[name], (b, *given[name].shape[1:]))
+            if given and name in given
+            else random_input([b, *(int(d) for d in shape[1:])], seed + k)
             for k, (name, shape) in enumerate(shapes.items())
         }
         for _ in range(warmup):

@@ -69,10 +69,24 @@ def register_run(sub: Any) -> None:
     b.add_argument(
         "--warmup", type=o.whole(0, 1_000_000), default=3, help="untimed runs first (default 3)"
     )
+    b.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=FILE",
+        help="samples to time on (a .npy, repeated to fill each batch) for the input NAME, once "
+        "per input; the others random",
+    )
     o.add_json(b)
     o.add_runtime(b)
     o.add_set(b)
     b.set_defaults(func=cmd_bench, needs=RUN)
+
+
+def _first_input(model: Any) -> str:
+    """The name of a model's first input (`--input FILE` without a name feeds it)."""
+    from netdsl.backends.runtime import ort
+
+    return str(ort.session(model).get_inputs()[0].name)
 
 
 def _is_onnx(spec: str) -> bool:
@@ -231,7 +245,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     model, note = _model(args)
     compare.check_inputs_fit(model, batches)
-    timings = ort.bench(model, batches, repeats=args.repeats, warmup=args.warmup, **_runtime(args))
+    given = None
+    if args.input:  # checked against the model's inputs as `run` checks them
+        named = [g if "=" in g else f"{_first_input(model)}={g}" for g in args.input]
+        given, _ = feeds.feeds(ort.session(model), named, 0)
+        given = {name: given[name] for name in (g.partition("=")[0] for g in named)}
+    timings = ort.bench(
+        model, batches, repeats=args.repeats, warmup=args.warmup, given=given, **_runtime(args)
+    )
     if args.json:
         print(
             json.dumps(

@@ -77,3 +77,35 @@ def test_bench_feeds_every_input(folder: Path, capsys: pytest.CaptureFixture[str
     assert main(["bench", str(folder / "pair.net"), "--batches", "1,3", "--repeats", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[-2:]] == ["1", "3"]
+
+
+def test_bench_times_the_given_samples(
+    folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bench --input NAME=FILE`: the file's samples, repeated to fill each batch, are what
+    onnxruntime runs on for that input (the other stays random); a wrong file is one error."""
+    from netdsl.backends.runtime import ort
+
+    fed: list[dict[str, np.ndarray]] = []
+    real = ort.session
+
+    class Recording:
+        def __init__(self, sess: object) -> None:
+            self.sess = sess
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.sess, name)
+
+        def run(self, outputs: object, feeds: dict[str, np.ndarray]) -> object:
+            fed.append(feeds)
+            return self.sess.run(outputs, feeds)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(ort, "session", lambda *a, **k: Recording(real(*a, **k)))
+    argv = ["bench", str(folder / "pair.net"), "--batches", "3", "--repeats", "1", "--warmup", "0"]
+    assert main([*argv, "--input", f"a={folder}/a.npy"]) == 0
+    a = np.load(folder / "a.npy")
+    np.testing.assert_array_equal(fed[-1]["a"], a[[0, 1, 0]])
+    assert fed[-1]["b"].shape == (3, 2, 8, 8)
+    capsys.readouterr()
+    assert main([*argv, "--input", f"b={folder}/a.npy"]) == 1
+    assert "--input b: expected float values of shape Nx2x8x8" in capsys.readouterr().err
