@@ -131,10 +131,15 @@ def fit(
             )
     if data.names:  # several inputs: their shapes were checked against the net's on load
         return data
-    c, h, w = data.shape
     want = tuple(input_shape)
-    if len(want) != 3:
-        raise NetError(f"{net} takes input {'x'.join(map(str, want))}; images need C×H×W")
+    if len(want) != 3 or len(data.shape) != 3:  # signals and volumes: as they are
+        if data.shape != want:
+            raise NetError(
+                f"{data.name} holds samples of {'x'.join(map(str, data.shape))}, but {net} takes "
+                f"{'x'.join(map(str, want))} (only images are resized or padded)"
+            )
+        return data
+    c, h, w = data.shape
     if c != want[0]:
         raise NetError(
             f"{data.name} has {c}-channel images, but {net} takes {want[0]} channels "
@@ -202,10 +207,14 @@ def checked(
     y_test: np.ndarray,
     notes: tuple[str, ...] = (),
 ) -> Dataset:
-    """A dataset whose arrays agree: 4-D images of one size, one integer label each, >= 0."""
+    """A dataset whose arrays agree: samples of one size (signals N×C×L, images N×C×H×W or
+    volumes N×C×D×H×W), one integer label each, >= 0."""
     for split_name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if x.ndim != 4:
-            raise NetError(f"{name}: x_{split_name} must be N×C×H×W, got shape {x.shape}")
+        if x.ndim not in (3, 4, 5):
+            raise NetError(
+                f"{name}: x_{split_name} must be N×C×H×W (N×C×L signals, N×C×D×H×W volumes), "
+                f"got shape {x.shape}"
+            )
         if y.ndim != 1 or len(y) != len(x):
             raise NetError(
                 f"{name}: {split_name} has {len(x)} images but labels of shape "

@@ -29,11 +29,12 @@ class Normalisation:
     std: tuple[float, ...]
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        mean, std = self.arrays(x.shape[1])
+        mean, std = self.arrays(x.shape[1], x.ndim)
         return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
-    def arrays(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
-        shape = (1, channels, 1, 1)
+    def arrays(self, channels: int, rank: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std as 1xCx1x1 (rank 4; 1xCx1 and 1xCx1x1x1 for signals and volumes)."""
+        shape = (1, channels, *[1] * (rank - 2))
         mean = np.asarray(self.mean, np.float32).reshape(shape)
         return mean, np.asarray(self.std, np.float32).reshape(shape)
 
@@ -50,7 +51,9 @@ def with_normalisation(model: Any, norm: Normalisation, input_name: str = "input
         return model
     graph = model.graph
     c = len(norm.mean)
-    mean, std = norm.arrays(c)
+    inputs = [i for i in graph.input if i.name == input_name]
+    rank = len(inputs[0].type.tensor_type.shape.dim) if inputs else 4
+    mean, std = norm.arrays(c, rank)
     inner = f"{input_name}_normalised"
     for node in graph.node:
         node.input[:] = [inner if name == input_name else name for name in node.input]
@@ -75,10 +78,9 @@ def with_normalisation(model: Any, norm: Normalisation, input_name: str = "input
 
 def metadata(image: Sequence[int], norm: Normalisation, classes: Sequence[str]) -> dict[str, str]:
     """The model's metadata entry: how an image becomes the model's input, and its classes."""
-    c, h, w = image
     record = {
-        "input": [c, h, w],
-        "layout": "NCHW float32",
+        "input": list(image),
+        "layout": {2: "NCL", 3: "NCHW", 4: "NCDHW"}.get(len(image), "NCHW") + " float32",
         "scale": "pixels / 255 (8-bit), / 65535 (16-bit): [0, 1]",
         "resize": "bilinear, pixel centres aligned, antialiased when shrinking "
         "(netdsl.backends.data.images.resize)",

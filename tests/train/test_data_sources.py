@@ -219,7 +219,7 @@ def test_npz_scales_uint8_and_keeps_floats(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "fragment"),
     [
-        ({"x_train": np.zeros((8, 6, 6), np.uint8)}, "x_train must be N×C×H×W"),
+        ({"x_train": np.zeros((8, 36), np.uint8)}, "x_train must be N×C×H×W"),
         ({"y_train": np.arange(7)}, "train has 8 images but labels of shape \\(7,\\)"),
         ({"y_test": np.array([0.0, 1, 2, 0])}, "y_test holds float64 values, not integer"),
         ({"y_train": np.array([0, 1, -1, 0, 1, 2, 0, 1])}, "negative label"),
