@@ -11,6 +11,7 @@ carries a doc_string with the layer's `.net` line, and is entered in the node ->
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,15 +194,24 @@ def bn(e: Emitter, node: Node, xs: list[str]) -> str:
 
 
 def lrn(e: Emitter, node: Node, xs: list[str]) -> str:
+    """Across channels, at any rank: onnxruntime's LRN takes N x C x H x W only, so a vector,
+    a signal or a volume is reshaped to N x C x P x 1 (P its positions) and back; LRN mixes
+    channels only, so where the positions sit does not matter."""
     a = node.attrs
-    return e.add(
-        "LRN",
-        xs,
-        size=a["size"],
-        alpha=float(a["alpha"]),
-        beta=float(a["beta"]),
-        bias=float(a["k"]),
-    )
+    attrs = {
+        "size": a["size"],
+        "alpha": float(a["alpha"]),
+        "beta": float(a["beta"]),
+        "bias": float(a["k"]),
+    }
+    if len(node.shape) == 3:
+        return e.add("LRN", xs, **attrs)
+    positions = math.prod(node.shape[1:])
+    flat = np.array([0, node.shape[0], positions, 1], dtype=np.int64)
+    x = e.add("Reshape", [xs[0], e.const(".to4d", flat)], [f"{node.name}.4d"], ".4d")
+    y = e.add("LRN", [x], [f"{node.name}.lrn"], ".lrn", **attrs)
+    back = np.array([0, *node.shape], dtype=np.int64)
+    return e.add("Reshape", [y, e.const(".from4d", back)])
 
 
 def add(e: Emitter, node: Node, xs: list[str]) -> str:

@@ -75,6 +75,17 @@ CASES: dict[str, tuple[str, tuple[int, ...], Callable[..., T]]] = {
     "pad_reflect": ("pad((2, 1), mode=reflect)", (2, 4, 5), _pad((2, 1, 2, 1), "reflect")),
     "pad_value": ("pad(1, value=0.5)", (2, 3, 3), lambda x: F.pad(x, (1, 1, 1, 1), value=0.5)),
     "channels": ("channels(1, 3)", (4, 3, 3), lambda x: x[:, 1:3]),
+    # lrn on a signal and a volume: reshaped to N x C x P x 1 for onnxruntime's 4-D LRN
+    "lrn_signal": (
+        "lrn(size=3, alpha=0.5, beta=0.75, k=1)",
+        (6, 10),
+        lambda x: F.local_response_norm(x, 3, alpha=0.5, beta=0.75, k=1.0),
+    ),
+    "lrn_volume": (
+        "lrn(size=3, alpha=0.5, beta=0.75, k=1)",
+        (6, 3, 4, 5),
+        lambda x: F.local_response_norm(x, 3, alpha=0.5, beta=0.75, k=1.0),
+    ),
     "adaptive_avg_even": ("adaptiveavgpool(3)", (2, 6, 9), lambda x: F.adaptive_avg_pool2d(x, 3)),
     "adaptive_avg_uneven": (
         "adaptiveavgpool((3, 4))",
