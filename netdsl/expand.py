@@ -241,6 +241,12 @@ class _Expander(GraphCalls, Repetitions):
                 )
             if node.name in self.tensors:
                 return self.reference(node)
+            if node.name == "input":  # the keyword, in a net whose inputs have names
+                raise NetError(
+                    "the net's inputs have names: start from one of them",
+                    node.name_span,
+                    [f"named so far: {', '.join(self.tensors)}"],
+                )
             if x == FAILED:
                 return x
             if x == NOTHING:

@@ -44,6 +44,8 @@ def run(
         index = expander.emit(given.name or "input", "input", attrs, (), given.span, ())
         if given.name is not None:
             _bind(expander, given.name, given.name_span or given.span, defs, index)
+        else:  # `d0 = input -> conv3x3(64)`: the one unnamed input, used by its keyword
+            expander.tensors["input"] = index
     start = 0 if len(inputs) == 1 else NOTHING
     for stray in net.body.stray:
         expander.diagnostics.error(

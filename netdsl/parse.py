@@ -299,6 +299,10 @@ class _ToIR(Transformer[Token, Any]):
             problem = "a size is numbers or (expressions) joined by x, as in (2*L)x224x224"
         return ast.Size(dims, self._s(meta), problem)
 
+    def input_ref(self, meta: Any, items: list[Any]) -> ast.Call:
+        """`input` in a chain: the net's one unnamed input, as a named tensor is used."""
+        return ast.Call("input", None, (), self._s(meta), self._s(meta))
+
     def check(self, meta: Any, items: list[Any]) -> ast.Check:
         return ast.Check(items[0], self._s(meta))
 

@@ -78,7 +78,8 @@ GOLDEN = [
             "bad.net:2:16: error: unexpected '->'",
             "  conv3x3(64) -> -> relu",
             "                 ^^",
-            "  note: expected '[', 'dense', 'res', 'scale', '{', a name, a shape like 64x56x56",
+            "  note: expected '[', 'dense', 'input', 'res', 'scale', '{', a name, a shape like "
+            "64x56x56",
         ),
     ),
     (

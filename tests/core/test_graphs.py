@@ -67,6 +67,12 @@ SHAPES = [
         {"y": (4, 4, 4), "z": (4, 4, 4)},
         20,
     ),
+    (  # the one unnamed input, used by its keyword in graph lines
+        "net k:\n    input 2x4x4\n    y = input -> conv1x1(3)\n"
+        "    output s: [input, y] -> concat\n    output t: input -> gap\n",
+        {"s": (5, 4, 4), "t": (2, 1, 1)},
+        9,
+    ),
     (  # Koch et al.'s L1 distance: |a - b| component by component
         "net l1:\n    input a: 2x8x8, b: 2x8x8\n    output d: [a, b] -> sub -> abs -> fc(1)\n",
         {"d": (1,)},
@@ -163,6 +169,11 @@ ERRORS = [
         "3:5",
     ),
     ("net s:\n    input x: 1x8x8\n    [x, x] -> relu\n", "must be merged next", "3:15"),
+    (
+        "net s:\n    input a: 1x8x8, b: 1x8x8\n    output y: input -> relu\n",
+        "the net's inputs have names: start from one of them",
+        "3:15",
+    ),
     (  # a line that adds nothing has no tensor to give (were internal errors)
         "net s:\n    input a: 1x8x8, b: 1x8x8\n    output y: relu*0\n",
         "nothing flows into this line: the net has several inputs",
