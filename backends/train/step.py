@@ -235,7 +235,7 @@ def write_training_step(
 # ops whose gradient rules are checked on images (N x C x H x W) only: refused on signals and
 # volumes (the convolutions, poolings and batch norm train at every rank; batch norm on vectors
 # too)
-IMAGE_ONLY = frozenset({"lrn", "local", "adaptiveavgpool", "adaptivemaxpool", "upsample"})
+IMAGE_ONLY = frozenset({"local", "adaptiveavgpool", "adaptivemaxpool", "upsample"})
 
 
 def check_trainable(net: ShapedNet, loss_output: str | None = None) -> int:

@@ -63,6 +63,11 @@ NETS = {
     "conv3(6, groups=2, d=2, p=same) -> dwconv3(m=2) -> tanh -> maxpool3/2(p=1, ceil=true) -> "
     "conv4(4, p=same) -> avgpool3/2(p=1, ceil=true) -> deconv3/2(4, p=1, output_padding=1) -> "
     "relu -> maxpool3/1(p=1) -> avgpool2 -> gmp -> fc(3)",
+    # lrn off images: emitted on a reshape to N x C x P x 1 (onnxruntime's LRN is 4-D)
+    "signal_lrn": "input 3x12\nconv3(5, p=1) -> lrn(size=3, alpha=0.5, beta=0.75, k=1) "
+    "-> relu -> gap -> fc(3)",
+    "volume_lrn": "input 2x3x4x4\nconv3(5, p=1) -> lrn(size=3, alpha=0.5, beta=0.75, k=1) "
+    "-> tanh -> gap -> fc(3)",
     # volumes (C x D x H x W): C3D's 3x3x3 convolutions and 1x2x2 / ceil-mode pools, and more
     "volume_convs_pools_bn": "input 2x5x8x8\nconv3(4, p=1) -> bn -> relu -> maxpool1x2x2 -> "
     "conv3/2(6, groups=2, p=same) -> dwconv3(m=2) -> sigmoid -> deconv2/2(4) -> relu -> "
@@ -390,7 +395,10 @@ def test_compile_training_step_command(tmp_path: Path, capsys: pytest.CaptureFix
 @pytest.mark.parametrize(
     ("text", "where"),
     [
-        ("input 2x16\nlrn -> gap -> fc(3)\n", ":2:1: error: a training step cannot train lrn1"),
+        (
+            "input 2x16\nadaptiveavgpool(4) -> gap -> fc(3)\n",
+            ":2:1: error: a training step cannot train adaptiveavgpool1",
+        ),
         ("input 2x16\nconv3(4) -> local(2, k=3) -> gap -> fc(3)\n", "has 1 spatial axes"),
         ("input 1x4x8x8\nconv3(2) -> upsample(2) -> gap -> fc(3)\n", "has 3 spatial axes"),
         ("input 1x4x8x8\nadaptiveavgpool(2) -> flatten -> fc(3)\n", "checked on 2-D images"),
@@ -398,7 +406,7 @@ def test_compile_training_step_command(tmp_path: Path, capsys: pytest.CaptureFix
     ],
 )
 def test_signals_and_volumes_are_refused_by_name(text: str, where: str) -> None:
-    """LRN, locally connected layers, adaptive pools and upsampling: their gradients are
+    """Locally connected layers, adaptive pools and upsampling: their gradients are
     checked on images only, so a signal or volume through them is refused, naming the layer
     (the convolutions, poolings and batch norm train at every rank: NETS above)."""
     with pytest.raises(netdsl.NetError) as caught:

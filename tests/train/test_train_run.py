@@ -290,9 +290,9 @@ def test_refusals(
 
 
 def test_untrainable_net_names_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    net = _net(tmp_path, "input 2x16\nrelu\n  -> lrn -> gap -> fc(3)\n")  # lrn on a signal
+    net = _net(tmp_path, "input 2x16\nrelu\n  -> upsample(2) -> gap -> fc(3)\n")  # a signal
     assert _train([str(net), "--out", str(tmp_path / "run")]) == 1
-    assert f"{net}:3:6: error: a training step cannot train lrn1" in capsys.readouterr().err
+    assert f"{net}:3:6: error: a training step cannot train upsample1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
