@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -276,16 +276,7 @@ def digits() -> Dataset:
 def npz(path: Path) -> Dataset:
     """x_train, y_train, x_test, y_test of an .npz, their headers checked before reading."""
     keys = ("x_train", "y_train", "x_test", "y_test")
-    if not path.is_file():
-        raise NetError(f"npz:{path}: '{path}' is not a file")
-    declared = npy.members(path)
-    missing = [k for k in keys if k not in declared]
-    if missing:
-        raise NetError(
-            f"'{path}' lacks {', '.join(missing)} (it has {', '.join(declared) or 'nothing'})",
-            None,
-            [f"an npz dataset holds {', '.join(keys)}"],
-        )
+    declared = _members(path, keys, f"an npz dataset holds {', '.join(keys)}")
     for key in keys[::2]:
         m = declared[key]
         if m.dtype != np.uint8 and m.dtype.kind != "f":
@@ -294,6 +285,21 @@ def npz(path: Path) -> Dataset:
     limits.check(f"the dataset npz:{path} as float32", floats, limits.MAX_DATASET_BYTES)
     a = npy.load(path, keys)
     return checked(f"npz:{path}", a["x_train"], a["y_train"], a["x_test"], a["y_test"])
+
+
+def _members(path: Path, keys: Sequence[str], holds: str) -> dict[str, npy.Member]:
+    """The headers of an npz's members (nothing else read), every one of `keys` among them."""
+    if not path.is_file():
+        raise NetError(f"npz:{path}: '{path}' is not a file")
+    declared = npy.members(path)
+    missing = [k for k in keys if k not in declared]
+    if missing:
+        raise NetError(
+            f"'{path}' lacks {', '.join(missing)} (it has {', '.join(declared) or 'nothing'})",
+            None,
+            [holds],
+        )
+    return declared
 
 
 def input_keys(names: tuple[str, ...]) -> list[str]:
@@ -313,16 +319,8 @@ def npz_inputs(path: Path, inputs: Mapping[str, tuple[int, ...]]) -> Dataset:
             None,
             ["rename the input"],
         )
-    if not path.is_file():
-        raise NetError(f"npz:{path}: '{path}' is not a file")
-    declared = npy.members(path)
-    missing = [k for k in keys if k not in declared]
-    if missing:
-        raise NetError(
-            f"'{path}' lacks {', '.join(missing)} (it has {', '.join(declared) or 'nothing'})",
-            None,
-            [f"for a net with the inputs {', '.join(names)}, an npz holds {', '.join(keys)}"],
-        )
+    holds = f"for a net with the inputs {', '.join(names)}, an npz holds {', '.join(keys)}"
+    declared = _members(path, keys, holds)
     for split in ("train", "test"):
         for name, want in inputs.items():
             key, m = f"{name}_{split}", declared[f"{name}_{split}"]

@@ -25,25 +25,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from netdsl.backends.train.grad import GRADIENTS
 from netdsl.backends.train.reverse import Grad, backward, constants, shapes_of
+from tests.train.torch_oracle import ADAPTIVE_MAX, AVGPOOL, CONV, DECONV, MAXPOOL, onnx_pad
 
 ort = pytest.importorskip("onnxruntime")
 T = torch.Tensor
-
-
-def _pad(x: T, pads: list[int], value: float = 0.0) -> T:
-    """ONNX pads [begins of each spatial axis, then ends] as F.pad's pairs, last axis first."""
-    rank = len(pads) // 2
-    return F.pad(
-        x, [v for a in reversed(range(rank)) for v in (pads[a], pads[a + rank])], value=value
-    )
-
-
-# PyTorch's functions by tensor rank: signals (N x C x L), images, volumes (N x C x D x H x W)
-CONV = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
-DECONV = {3: F.conv_transpose1d, 4: F.conv_transpose2d, 5: F.conv_transpose3d}
-MAXPOOL = {3: F.max_pool1d, 4: F.max_pool2d, 5: F.max_pool3d}
-AVGPOOL = {3: F.avg_pool1d, 4: F.avg_pool2d, 5: F.avg_pool3d}
-ADAPTIVE_MAX = {3: F.adaptive_max_pool1d, 4: F.adaptive_max_pool2d, 5: F.adaptive_max_pool3d}
 
 
 def _zeros(x: T, pads: Any) -> list[int]:
@@ -53,7 +38,7 @@ def _zeros(x: T, pads: Any) -> list[int]:
 def _conv(stride: Any = 1, pads: Any = None, dil: Any = 1, groups: int = 1) -> Any:
     def f(x: T, w: T, b: T | None = None) -> T:
         conv = CONV[x.dim()]
-        return conv(_pad(x, _zeros(x, pads)), w, b, stride=stride, dilation=dil, groups=groups)
+        return conv(onnx_pad(x, _zeros(x, pads)), w, b, stride=stride, dilation=dil, groups=groups)
 
     return f
 
@@ -70,14 +55,14 @@ def _deconv(stride: Any, pads: Any, op: Any = 0, dil: Any = 1, groups: int = 1) 
 
 
 def _maxpool(k: Any, s: Any, pads: Any) -> Any:
-    return lambda x: MAXPOOL[x.dim()](_pad(x, list(pads), -np.inf), k, s)
+    return lambda x: MAXPOOL[x.dim()](onnx_pad(x, list(pads), -np.inf), k, s)
 
 
 def _avgpool(k: Any, s: Any, pads: Any) -> Any:
     def f(x: T) -> T:  # padding counted in neither sum nor count (the window sizes cancel)
         pool = AVGPOOL[x.dim()]
-        total = pool(_pad(x, list(pads)), k, s)
-        count = pool(_pad(torch.ones_like(x), list(pads)), k, s)
+        total = pool(onnx_pad(x, list(pads)), k, s)
+        count = pool(onnx_pad(torch.ones_like(x), list(pads)), k, s)
         return total / count
 
     return f

@@ -24,7 +24,7 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _pad(x: T, pads: list[int], value: float = 0.0) -> T:
+def onnx_pad(x: T, pads: list[int], value: float = 0.0) -> T:
     """ONNX pads [begins of each spatial axis, then ends] as F.pad's pairs, last axis first."""
     rank = len(pads) // 2
     return F.pad(
@@ -98,7 +98,7 @@ def _op(
         s, d = a.get("strides", [1] * rank), a.get("dilations", [1] * rank)
         b = ins[2] if len(ins) > 2 else None
         if op == "Conv":
-            return CONV[x.dim()](_pad(x, pads), ins[1], b, s, 0, d, a.get("group", 1))
+            return CONV[x.dim()](onnx_pad(x, pads), ins[1], b, s, 0, d, a.get("group", 1))
         y = DECONV[x.dim()](
             x, ins[1], b, s, 0, a.get("output_padding", [0] * rank), a.get("group", 1), d
         )
@@ -106,11 +106,11 @@ def _op(
         return y[(slice(None), slice(None), *crop)]
     if op == "MaxPool":
         pads = a.get("pads", [0] * 2 * (x.dim() - 2))
-        return MAXPOOL[x.dim()](_pad(x, pads, -np.inf), a["kernel_shape"], a.get("strides", 1))
+        return MAXPOOL[x.dim()](onnx_pad(x, pads, -np.inf), a["kernel_shape"], a.get("strides", 1))
     if op == "AveragePool":  # padding counted in neither sum nor count (window sizes cancel)
         pads, k, s = a.get("pads", [0] * 2 * (x.dim() - 2)), a["kernel_shape"], a.get("strides", 1)
-        total = AVGPOOL[x.dim()](_pad(x, pads), k, s)
-        count = AVGPOOL[x.dim()](_pad(torch.ones_like(x), pads), k, s)
+        total = AVGPOOL[x.dim()](onnx_pad(x, pads), k, s)
+        count = AVGPOOL[x.dim()](onnx_pad(torch.ones_like(x), pads), k, s)
         return total / count
     if op == "GlobalAveragePool":
         return x.mean(tuple(range(2, x.dim())), keepdim=True)
