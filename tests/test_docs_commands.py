@@ -59,6 +59,10 @@ SKIPPED: dict[tuple[str, str], str] = {
         "netdsl train lenet5 --out runs/mnist --resume",
     ): "resumes the long training above",
     ("benchmarks.md", ".venv/bin/python -m bench.bench_check"): "a benchmark (minutes)",
+    (
+        "benchmarks.md",
+        ".venv/bin/python -m bench.peers",
+    ): "checks all 16 twins at once (16 s); tests/onnx/test_state_dict.py checks each",
     ("benchmarks.md", ".venv/bin/python -m bench.bench_onnx"): "a benchmark (minutes)",
     ("benchmarks.md", "python -m bench.bench_gpu"): "needs a GPU",
     ("benchmarks.md", ".venv/bin/python -m bench.bench_train"): "a benchmark (minutes)",
