@@ -72,7 +72,7 @@ class GraphCalls:
             self.diagnostics.error(
                 f"{len(outs)} tensors side by side must be merged next ({merges})",
                 where,
-                [f"the tensors are listed at {bundle.span.where}", *_trace_notes(trace)],
+                [f"the tensors are listed at {bundle.span.where}", *trace_notes(trace)],
             )
             return FAILED
         if after.args or after.stride is not None:
@@ -83,7 +83,7 @@ class GraphCalls:
             self.diagnostics.error(
                 f"'{after.name}' takes exactly {count} tensors ({what}), got {len(outs)}",
                 after.span,
-                [f"the tensors are listed at {bundle.span.where}", *_trace_notes(trace)],
+                [f"the tensors are listed at {bundle.span.where}", *trace_notes(trace)],
             )
             return FAILED
         attrs: dict[str, Any] = {"auto": False} if after.name == "add" else {"listed": True}
@@ -159,7 +159,3 @@ class GraphCalls:
         args = tuple(stand_in if a is to else a for a in node.args)
         call = replace(node, args=args)
         return call, (to.value.name, self.tensors[to.value.name])
-
-
-def _trace_notes(trace: tuple[Frame, ...]) -> list[str]:
-    return trace_notes(trace)

@@ -175,14 +175,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.training_step:  # the compiler's own training step (backends/train/step.py)
         from netdsl.backends.train.step import write_training_step
 
-        outputs = [name for name, _ in net.output_list]
-        if len(outputs) > 1 and not args.loss_output:
-            raise NetError(
-                f"{net.name} has {len(outputs)} outputs ({', '.join(outputs)}): the training "
-                "step needs the one its loss is on",
-                None,
-                [f"pass --loss-output {outputs[0]} (the outputs not chosen are not trained on)"],
-            )
+        o.check_loss_output(net, args.loss_output)
         step = write_training_step(
             net,
             out,

@@ -311,3 +311,16 @@ def output_folder(path: str | Path) -> Path:
     os.close(fd)
     os.unlink(probe)
     return out
+
+
+def check_loss_output(net: ShapedNet, chosen: str | None) -> None:
+    """A net of several outputs trains on the one `--loss-output` names (train and
+    `compile --training-step`): without it, the outputs are listed and the flag suggested."""
+    outputs = [name for name, _ in net.output_list]
+    if len(outputs) > 1 and not chosen:
+        raise NetError(
+            f"{net.name} has {len(outputs)} outputs ({', '.join(outputs)}); training needs "
+            "the one its loss is on",
+            net.span,
+            [f"pass --loss-output {outputs[0]} (the outputs not chosen are not trained on)"],
+        )

@@ -82,13 +82,6 @@ def register_run(sub: Any) -> None:
     b.set_defaults(func=cmd_bench, needs=RUN)
 
 
-def _first_input(model: Any) -> str:
-    """The name of a model's first input (`--input FILE` without a name feeds it)."""
-    from netdsl.backends.runtime import ort
-
-    return str(ort.session(model).get_inputs()[0].name)
-
-
 def _is_onnx(spec: str) -> bool:
     return Path(spec).suffix.lower() == ".onnx"
 
@@ -247,9 +240,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     compare.check_inputs_fit(model, batches)
     given = None
     if args.input:  # checked against the model's inputs as `run` checks them
-        named = [g if "=" in g else f"{_first_input(model)}={g}" for g in args.input]
-        given, _ = feeds.feeds(ort.session(model), named, 0)
-        given = {name: given[name] for name in (g.partition("=")[0] for g in named)}
+        sess = ort.session(model)
+        first = sess.get_inputs()[0].name  # `--input FILE` without a name feeds it
+        named = [g if "=" in g else f"{first}={g}" for g in args.input]
+        arrays, _ = feeds.feeds(sess, named, 0)
+        given = {name: arrays[name] for name in (g.partition("=")[0] for g in named)}
     timings = ort.bench(
         model, batches, repeats=args.repeats, warmup=args.warmup, given=given, **_runtime(args)
     )

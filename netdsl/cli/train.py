@@ -258,14 +258,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         chosen = read_config(saved)["settings"].get("loss_output")
         config = replace(config, loss_output=chosen if isinstance(chosen, str) else "")
     # each engine refuses what it cannot train (the onnx engine has a gradient for every op)
-    outputs = [name for name, _ in net.output_list]
-    if len(outputs) > 1 and not config.loss_output:
-        raise NetError(
-            f"{net.name} has {len(outputs)} outputs ({', '.join(outputs)}); training needs "
-            "the one its loss is on",
-            net.span,
-            [f"pass --loss-output {outputs[0]} (the outputs not chosen are not trained on)"],
-        )
+    o.check_loss_output(net, config.loss_output)
     if config.engine == "onnx":
         classes = step.check_trainable(net, config.loss_output or None)
     else:
